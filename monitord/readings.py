@@ -1,0 +1,306 @@
+"""Typed inputs to the engine: device readings, link states, nurse entries and commands.
+
+Drivers produce ``VitalsReading``, ``PumpReading``, ``DeviceAlarm`` and ``LinkStatus``; the
+dashboard and CLI produce the nurse entries and commands. Nothing here knows a wire format
+or a guideline threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Vital(StrEnum):
+    HR = "hr"  # heart rate from ECG, /min
+    PULSE = "pulse"  # pulse rate from SpO2 pleth, /min
+    SBP = "sbp"  # NIBP systolic, mmHg
+    DBP = "dbp"  # NIBP diastolic, mmHg
+    MAP = "map"  # NIBP mean, mmHg
+    SPO2 = "spo2"  # %
+    RR = "rr"  # respiratory rate, /min
+    ETCO2 = "etco2"  # end-tidal CO2, mmHg
+    TEMP = "temp"  # degrees Celsius
+
+
+VITAL_UNITS: dict[Vital, str] = {
+    Vital.HR: "/min",
+    Vital.PULSE: "/min",
+    Vital.SBP: "mmHg",
+    Vital.DBP: "mmHg",
+    Vital.MAP: "mmHg",
+    Vital.SPO2: "%",
+    Vital.RR: "/min",
+    Vital.ETCO2: "mmHg",
+    Vital.TEMP: "Cel",
+}
+
+NIBP_VITALS = frozenset({Vital.SBP, Vital.DBP, Vital.MAP})
+
+
+class Quality(StrEnum):
+    VALID = "valid"
+    QUESTIONABLE = "questionable"  # device flagged it (artefact, calibrating)
+    INVALID = "invalid"  # device marked it not measured / invalid
+
+
+class PumpState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    BOLUS = "bolus"
+    UNKNOWN = "unknown"
+
+
+class LinkState(StrEnum):
+    CONNECTED = "connected"
+    SILENT = "silent"  # port open, no valid reply within the timeout
+    GARBLED = "garbled"  # bytes arrive but do not parse
+    RECONNECTING = "reconnecting"  # port lost, retrying with backoff
+
+
+class DeviceRole(StrEnum):
+    PUMP = "pump"
+    MONITOR = "monitor"
+
+
+@dataclass(frozen=True, slots=True)
+class VitalsReading:
+    """Values from the patient monitor. ``values`` holds only what this frame carried;
+    ``None`` means the device reported the parameter as not measured."""
+
+    device: str
+    values: dict[Vital, float | None]
+    quality: Quality = Quality.VALID
+    device_time: datetime | None = None
+    # When an NIBP value was measured (device time), which can be minutes before this frame.
+    nibp_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PumpReading:
+    """What the pump reports it is programmed to do and has done."""
+
+    device: str
+    state: PumpState
+    rate_ml_h: float | None = None
+    volume_infused_ml: float | None = None
+    volume_to_be_infused_ml: float | None = None
+    syringe_ml: float | None = None
+    drug: str | None = None
+    concentration_mg_ml: float | None = None
+    bolus_ml: float | None = None
+    quality: Quality = Quality.VALID
+    device_time: datetime | None = None
+
+
+class DeviceAlarmCode(StrEnum):
+    OCCLUSION = "occlusion"
+    NEAR_EMPTY = "near_empty"
+    EMPTY = "empty"
+    LOW_BATTERY = "low_battery"
+    DOOR_OPEN = "door_open"
+    SENSOR_OFF = "sensor_off"  # SpO2 probe off, ECG leads off, etc.
+    DEVICE_FAULT = "device_fault"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAlarm:
+    """The full set of alarms a device currently reports (an empty set clears them)."""
+
+    device: str
+    role: DeviceRole
+    active: frozenset[DeviceAlarmCode]
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    device: str
+    role: DeviceRole
+    state: LinkState
+    detail: str = ""
+    protocol_errors: int = 0
+
+
+# --- nurse entries -----------------------------------------------------------------------
+
+
+class SedationScale(StrEnum):
+    RASS = "rass"  # Richmond Agitation-Sedation Scale, +4 .. -5
+    POSS = "poss"  # Pasero Opioid-induced Sedation Scale, 1..4 (S = asleep, easy to arouse -> 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SedationScore:
+    scale: SedationScale
+    score: int
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class PainScore:
+    """Numeric rating scale 0-10."""
+
+    score: int
+    actor: str
+
+
+class Effect(StrEnum):
+    HALLUCINATIONS = "hallucinations"
+    DYSPHORIA = "dysphoria"
+    VIVID_DREAMS = "vivid_dreams"
+    DISSOCIATION = "dissociation"  # out-of-body sensations
+    BLURRED_VISION = "blurred_vision"
+    NAUSEA = "nausea"
+    HEADACHE = "headache"
+    DIZZINESS = "dizziness"
+    AGITATION = "agitation"
+
+
+@dataclass(frozen=True, slots=True)
+class PsychomimeticEffects:
+    """Effects the nurse currently observes; an empty set records that they resolved."""
+
+    effects: frozenset[Effect]
+    actor: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RescueMedication:
+    drug: str
+    dose_mg: float
+    route: str
+    actor: str
+    reason: str = ""
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    patient_id: str
+    weight_kg: float
+    age_years: int
+    actor: str
+    elderly: bool | None = None  # None: derive from age and the configured elderly age
+    comorbid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetOrder:
+    drug: str
+    concentration_mg_ml: float
+    rate_ml_h: float
+    actor: str
+    bolus_mg: float = 0.0
+    syringe_ml: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartInfusion:
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class PauseInfusion:
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeInfusion:
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopInfusion:
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Discharge:
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureBaseline:
+    """Take the current (fresh) vitals as the patient's pre-infusion baseline."""
+
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A physician's recorded override of a soft limit or a checklist contraindication."""
+
+    rule_id: str
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChecklistAnswers:
+    """Pre-infusion checklist (guideline Table 5, Q5). ``answers`` maps item id -> yes/no."""
+
+    answers: dict[str, bool]
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    rule_id: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPause:
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResetAlarm:
+    """Clear a latched alarm whose condition has ended."""
+
+    rule_id: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class TreatmentCount:
+    """Treatments this patient had in the last 12 months (from the store's registry)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputStatus:
+    """Health of one of the daemon's own outputs: ``store``, ``mqtt`` or ``dashboard``."""
+
+    component: str
+    ok: bool
+    detail: str = ""
+
+
+NurseEntry = SedationScore | PainScore | PsychomimeticEffects | RescueMedication
+Command = (
+    Admit
+    | SetOrder
+    | StartInfusion
+    | PauseInfusion
+    | ResumeInfusion
+    | StopInfusion
+    | Discharge
+    | CaptureBaseline
+    | Override
+    | ChecklistAnswers
+    | Acknowledge
+    | AudioPause
+    | ResetAlarm
+)
+DeviceInput = VitalsReading | PumpReading | DeviceAlarm | LinkStatus
+Input = DeviceInput | NurseEntry | Command | TreatmentCount | OutputStatus

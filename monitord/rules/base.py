@@ -1,0 +1,43 @@
+"""What a rule is: a small pure function of bed state, time and config, with its source."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from monitord.config import Config, Priority
+from monitord.state import BedState
+
+
+class Kind(StrEnum):
+    PHYSIOLOGICAL = "physiological"
+    TECHNICAL = "technical"
+    ADVISORY = "advisory"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule's condition is present now."""
+
+    message: str
+    value: float | None = None
+
+
+Check = Callable[[BedState, float, Config], Finding | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    priority: Priority
+    kind: Kind
+    condition: str  # what the rule checks, in words, with its default threshold
+    source: str  # guideline section + line + grade, or the named preset
+    check: Check
+    delay_s: float = 0.0  # alarm-condition delay (persistence filter)
+    why_priority: str = ""  # IEC 60601-1-8: record the reason for each rule's priority
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{x:.{digits}f}" else f"{x}"
