@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("monitord.commands", "run the daemon for one bed"),
@@ -22,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _module(name: str):  # type: ignore[no-untyped-def]
+def _module(name: str) -> Any:
     mod_name = COMMANDS[name][0]
     mod = importlib.import_module(mod_name)
     return getattr(mod, "COMMANDS", {}).get(name, mod)

@@ -113,8 +113,11 @@ class Engine:
 
     # -- the one way in ---------------------------------------------------------------------
 
-    def submit(self, item: r.Input) -> None:
-        """Apply one input, evaluate the rules and emit what follows. Raises ``Refused``."""
+    def submit(self, item: r.Input, evaluate: bool = True) -> None:
+        """Apply one input, evaluate the rules and emit what follows. Raises ``Refused``.
+
+        ``evaluate=False`` defers rule evaluation to the next ``tick`` (a batch of readings
+        that arrived together is then judged once)."""
         seq_before = self.seq
         now = self.clock.monotonic()
         try:
@@ -131,7 +134,8 @@ class Engine:
             self.evaluate()
             self._settled(seq_before)
             raise
-        self.evaluate()
+        if evaluate:
+            self.evaluate()
         self._settled(seq_before)
 
     def tick(self) -> None:

@@ -40,4 +40,6 @@ class Rule:
 
 
 def fmt(x: float, digits: int = 2) -> str:
-    return f"{x:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{x:.{digits}f}" else f"{x}"
+    """A number for a message: at most ``digits`` decimals, no trailing zeros."""
+    s = f"{x:.{digits}f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s

@@ -3,6 +3,7 @@ the combined respiratory alarm. A stale value is never evaluated (staleness is t
 
 from __future__ import annotations
 
+from monitord import readings as r
 from monitord.config import Config, Priority, VitalLimit
 from monitord.readings import NIBP_VITALS, VITAL_UNITS, Vital
 from monitord.rules.base import Check, Finding, Kind, Rule, fmt
@@ -70,17 +71,18 @@ def _baseline_check(vital: Vital, pct_of: str) -> Check:
 
 
 def respiratory_warnings(state: BedState, now: float, cfg: Config) -> list[str]:
-    """Respiratory warnings present now: breached flagged limits and missing respiratory sources."""
+    """Respiratory warnings present now: each breached flagged limit, and a missing respiratory
+    source (counted once, however many sources a lost monitor takes with it)."""
     found = [
         lim.id for lim in cfg.vitals.limits if lim.respiratory_warning and limit_breached(lim, state, now, cfg) is not None
     ]
-    for vital in source_missing(state, now, cfg):
-        found.append(f"{vital.value}_missing")
+    if source_missing(state, now, cfg):
+        found.append("respiratory_source_missing")
     return found
 
 
 def source_missing(state: BedState, now: float, cfg: Config) -> list[Vital]:
-    """Respiratory sources (SpO2, EtCO2) with no fresh value for their configured time."""
+    """Respiratory sources (SpO2, EtCO2) with no valid value for their configured time."""
     if not _monitoring(state) or cfg.devices.monitor is None:
         return []
     out = []
@@ -90,6 +92,13 @@ def source_missing(state: BedState, now: float, cfg: Config) -> list[Vital]:
         if now - last > limit_s:
             out.append(vital)
     return out
+
+
+def monitor_delivering(state: BedState, now: float, cfg: Config) -> bool:
+    """Frames still arrive from the monitor (so a missing value is a probe, not the device)."""
+    seen = [t for name, t in state.device_seen_mono.items() if state.device_roles.get(name) is r.DeviceRole.MONITOR]
+    timeout = cfg.devices.monitor.timeout_s if cfg.devices.monitor else 0.0
+    return bool(seen) and now - max(seen) <= timeout
 
 
 def combined(state: BedState, now: float, cfg: Config) -> Finding | None:
@@ -102,8 +111,11 @@ def combined(state: BedState, now: float, cfg: Config) -> Finding | None:
 
 
 def _missing_check(vital: Vital) -> Check:
+    """Missing while the monitor itself still talks: a probe off or a module out. A silent
+    monitor is ``tech.monitor_lost`` instead, not one alarm per parameter."""
+
     def check(state: BedState, now: float, cfg: Config) -> Finding | None:
-        if vital in source_missing(state, now, cfg):
+        if vital in source_missing(state, now, cfg) and monitor_delivering(state, now, cfg):
             return Finding(f"No {vital.value.upper()} value for over {fmt(cfg.vitals.source_missing_s[vital])} s")
         return None
 

@@ -1,0 +1,190 @@
+"""Opening the database: SQLite in WAL mode (default) or PostgreSQL, migrated to the latest
+schema on open. A SQLite file that is not a sound database is moved aside and a new one started.
+
+SQLite transactions follow SQLAlchemy's documented recipe for pysqlite on Python 3.11: the
+driver's own transaction handling is switched off (``isolation_level = None``) and ``BEGIN`` is
+emitted explicitly when SQLAlchemy begins, so a transaction spans exactly what we ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DatabaseError
+
+from monitord.config import Config
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+DB_FILENAME = "monitord.db"
+# FULL: each commit's WAL frames reach the disk before the commit returns (see docs/storage.md).
+SQLITE_SYNCHRONOUS = "FULL"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+PG_CONNECT_TIMEOUT_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    engine: Engine
+    url: str
+    # Set when a damaged SQLite file was moved aside: (reason, where it went).
+    moved_aside: tuple[str, str] | None = None
+
+
+def sqlite_path(config: Config) -> Path:
+    return Path(config.store.state_dir) / DB_FILENAME
+
+
+def database_url(config: Config) -> str:
+    return config.store.url or f"sqlite:///{sqlite_path(config)}"
+
+
+def _json_serializer(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with monitord's connection settings; no migration, no integrity check."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, json_serializer=_json_serializer, pool_pre_ping=False)
+        _sqlite_recipe(engine)
+        return engine
+    return create_engine(
+        url,
+        json_serializer=_json_serializer,
+        pool_pre_ping=True,  # a connection lost with the server is replaced, not reused
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
+def _sqlite_recipe(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # pysqlite must not BEGIN on its own
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA synchronous = {SQLITE_SYNCHRONOUS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _check_sqlite(path: Path) -> str | None:
+    """None if ``path`` is a sound SQLite database (or absent), else why not."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    result = "; ".join(str(r[0]) for r in rows)
+    return None if result == "ok" else result
+
+
+def _move_aside(path: Path, reason: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            src.rename(Path(str(target) + suffix))
+    log.error("database %s is damaged (%s): moved to %s, starting a new one", path, reason, target)
+    return str(target)
+
+
+def open_database(config: Config, repair: bool = True) -> Opened:
+    """Connect and migrate. With ``repair``, a damaged SQLite file is moved aside first."""
+    url = database_url(config)
+    moved: tuple[str, str] | None = None
+    if not config.store.url:
+        path = sqlite_path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        problem = _check_sqlite(path)
+        if problem is not None:
+            if not repair:
+                raise DatabaseError(f"{path} is damaged: {problem}", None, Exception(problem))
+            moved = (problem, _move_aside(path, problem))
+    engine = make_engine(url)
+    try:
+        if url.startswith("sqlite"):
+            _set_wal(engine)
+        migrate(engine)
+    except DatabaseError as exc:
+        engine.dispose()
+        if config.store.url or not repair or moved is not None:
+            raise
+        # quick_check passed but the file still cannot be used (e.g. a damaged header page).
+        moved = (str(exc.orig), _move_aside(sqlite_path(config), str(exc.orig)))
+        engine = make_engine(url)
+        _set_wal(engine)
+        migrate(engine)
+    return Opened(engine, url, moved)
+
+
+def _set_wal(engine: Engine) -> None:
+    # journal_mode is stored in the file: set once, it holds for every later connection.
+    with engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        if str(mode).lower() != "wal":
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+
+
+def alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (from empty, or from any older revision)."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except DatabaseError:
+            return None
+
+
+def _revision(message: str) -> None:
+    """Autogenerate a revision against a scratch SQLite database at the current head."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/scratch.db")
+        migrate(engine)
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.revision(cfg, message=message, autogenerate=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "revision":
+        print("usage: python -m monitord.store.database revision MESSAGE", file=sys.stderr)
+        sys.exit(2)
+    _revision(sys.argv[2])
