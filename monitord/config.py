@@ -165,6 +165,9 @@ class CourseConfig(Strict):
     min_duration_h: Positive
     treatments_per_year_review: Annotated[int, Field(gt=0)]
     treatments_per_year_max: Annotated[int, Field(gt=0)]
+    # Pain reduction (last score after the stop vs last before the start) that counts as a
+    # positive response; the registry reports it per treatment.
+    response_reduction_pct: Annotated[float, Field(gt=0, le=100)] = 30.0
 
 
 class AlarmConfig(Strict):

@@ -206,6 +206,7 @@ class DashboardServer:
                 "effects": [e.value for e in r.Effect],
                 "stale_after_s": {v.value: max_age(cfg, v) for v in r.Vital},
                 "nurse_id_required": cfg.dashboard.nurse_id_required,
+                "tick_s": cfg.watchdog.tick_s,
             },
             "trends": {name: [[round(now - t, 1), v] for t, v in series] for name, series in self._trends.items()},
         }

@@ -94,6 +94,8 @@ def _check_sqlite(path: Path) -> str | None:
             rows = conn.execute("PRAGMA quick_check").fetchall()
         finally:
             conn.close()
+    except sqlite3.OperationalError:
+        raise  # cannot open or read it (permissions, locks): not a damaged file
     except sqlite3.DatabaseError as exc:
         return str(exc)
     result = "; ".join(str(r[0]) for r in rows)
@@ -123,29 +125,33 @@ def open_database(config: Config, repair: bool = True) -> Opened:
             if not repair:
                 raise DatabaseError(f"{path} is damaged: {problem}", None, Exception(problem))
             moved = (problem, _move_aside(path, problem))
+        try:
+            _set_wal(path)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:  # quick_check passed yet the file cannot be used
+            if not repair or moved is not None:
+                raise
+            moved = (str(exc), _move_aside(path, str(exc)))
+            _set_wal(path)
     engine = make_engine(url)
     try:
-        if url.startswith("sqlite"):
-            _set_wal(engine)
         migrate(engine)
-    except DatabaseError as exc:
+    except Exception:
         engine.dispose()
-        if config.store.url or not repair or moved is not None:
-            raise
-        # quick_check passed but the file still cannot be used (e.g. a damaged header page).
-        moved = (str(exc.orig), _move_aside(sqlite_path(config), str(exc.orig)))
-        engine = make_engine(url)
-        _set_wal(engine)
-        migrate(engine)
+        raise
     return Opened(engine, url, moved)
 
 
-def _set_wal(engine: Engine) -> None:
-    # journal_mode is stored in the file: set once, it holds for every later connection.
-    with engine.connect() as conn:
-        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+def _set_wal(path: Path) -> None:
+    """WAL is a property of the file: set once here, every later connection uses it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
 
 
 def alembic_config() -> AlembicConfig:

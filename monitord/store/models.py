@@ -73,7 +73,7 @@ class StoredEvent(Base):
     bed_id: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
-    time: Mapped[datetime] = mapped_column(index=True)
+    time: Mapped[datetime]
     mono: Mapped[float] = mapped_column(Float)
     clock_synced: Mapped[bool] = mapped_column(Boolean)
     data: Mapped[dict[str, Any]]

@@ -1,0 +1,217 @@
+"""Every payload the feed publishes or accepts, built in one place (contract: docs/mqtt.md).
+
+Each builder returns a JSON-ready dict that validates against ``monitord/schemas/<kind>.json``.
+Times are ISO-8601 UTC with a ``Z``; every quantity carries its unit and, where one exists,
+its IEEE 11073-10101 code; every message carries the bed's event ``seq`` (and alarm messages
+``alarm_seq``) so a consumer can detect gaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from monitord import __version__
+from monitord.events import Event, EventKind
+from monitord.mqtt import mdc
+from monitord.mqtt import topics as t
+from monitord.readings import Vital
+
+SCHEMA_VERSION = 1
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _q(value: float | None, unit: str, code: mdc.Mdc | None = None, unit_code: mdc.Mdc | None = None) -> dict[str, Any]:
+    """A quantity: value, unit and, when known, the MDC codes of the quantity and the unit."""
+    out: dict[str, Any] = {"value": value, "unit": unit}
+    if code is not None:
+        out["mdc"] = code.as_dict()
+    unit_code = unit_code or mdc.UNITS.get(unit)
+    if unit_code is not None:
+        out["unit_mdc"] = unit_code.as_dict()
+    return out
+
+
+def _vital(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    vital = Vital(name)
+    out = _q(fields.get("value"), fields["unit"], mdc.VITALS[vital], mdc.vital_unit(vital, fields["unit"]))
+    for key in ("quality", "age_s", "stale", "measured_at"):
+        if key in fields:
+            out[key] = fields[key]
+    return out
+
+
+# --- bed status (retained; the will is its offline form) -----------------------------------
+
+
+def status(bed_id: str, online: bool, now: datetime, devices: dict[str, Any] | None = None,
+           reason: str = "") -> dict[str, Any]:
+    return {
+        "v": SCHEMA_VERSION,
+        "bed_id": bed_id,
+        "status": "online" if online else "offline",
+        "time": iso(now),
+        "version": __version__,
+        "reason": reason,
+        "devices": devices or {},
+    }
+
+
+def devices_from_snapshot(snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Link state and time of the last reading of each device."""
+    out = {}
+    for name, link in sorted(snapshot.get("links", {}).items()):
+        age = link.get("last_seen_age_s")
+        out[name] = {
+            "role": link.get("role"),
+            "link": link.get("state"),
+            "last_reading_at": iso(now - timedelta(seconds=age)) if age is not None else None,
+        }
+    return out
+
+
+# --- live state (retained, coalesced) ------------------------------------------------------
+
+
+def state(snapshot: dict[str, Any]) -> dict[str, Any]:
+    inf = snapshot.get("infusion") or {}
+    order = snapshot.get("order")
+    patient = snapshot.get("patient")
+    sed = snapshot.get("sedation")
+    alarms = snapshot.get("alarms", [])
+    return {
+        "v": SCHEMA_VERSION,
+        "bed_id": snapshot["bed_id"],
+        "seq": snapshot["seq"],
+        "time": snapshot["time"],
+        "care_area": snapshot["care_area"],
+        "session": snapshot["status"],
+        "patient_id": patient["id"] if patient else None,
+        "order": {
+            "drug": order["drug"],
+            "concentration": _q(order["concentration_mg_ml"], "mg/mL", mdc.INFUSION["concentration"]),
+            "rate": _q(order["rate_ml_h"], "mL/h", mdc.INFUSION["rate"]),
+            "bolus": _q(order["bolus_mg"], "mg"),
+        } if order else None,
+        "started_at": snapshot.get("started_at"),
+        "infusion": {
+            "pump_state": inf.get("state"),
+            "rate": _q(inf.get("rate_ml_h"), "mL/h", mdc.INFUSION["rate"]),
+            "dose_rate": _q(inf.get("dose_rate_mg_kg_h"), "mg/kg/h", mdc.INFUSION["dose_rate"]),
+            "cumulative": _q(inf.get("cumulative_mg"), "mg"),
+            "elapsed": _q(inf.get("infusion_time_s"), "s"),
+            "age_s": inf.get("age_s"),
+        },
+        "vitals": {name: _vital(name, v) for name, v in snapshot.get("vitals", {}).items()},
+        "sedation": {"scale": sed["scale"], "score": sed["score"], "age_s": sed["age_s"]} if sed else None,
+        "alarm_count": len(alarms),
+        "highest_alarm": _alarm_brief(alarms[0]) if alarms else None,
+        "sounding": (snapshot.get("audio") or {}).get("sounding"),
+    }
+
+
+def _alarm_brief(a: dict[str, Any]) -> dict[str, Any]:
+    return {"rule_id": a["rule_id"], "priority": a["priority"], "message": a["message"]}
+
+
+# --- active alarms (retained, resent in full on every connect: IHE ACM "refresh") -----------
+
+
+def alarms(snapshot: dict[str, Any], alarm_seq: int, refresh: bool) -> dict[str, Any]:
+    return {
+        "v": SCHEMA_VERSION,
+        "bed_id": snapshot["bed_id"],
+        "seq": snapshot["seq"],
+        "alarm_seq": alarm_seq,
+        "time": snapshot["time"],
+        "refresh": refresh,
+        "alarms": [_alarm_fields(a) for a in snapshot.get("alarms", [])],
+    }
+
+
+_ALARM_KEYS = ("rule_id", "priority", "kind", "state", "inactivation", "latching", "message", "value", "source",
+               "since")
+
+
+def _alarm_fields(a: dict[str, Any]) -> dict[str, Any]:
+    return {k: a.get(k) for k in _ALARM_KEYS}
+
+
+# --- forwarded events (from the store, in seq order) ----------------------------------------
+
+
+def _envelope(ev: Event) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "bed_id": ev.bed_id, "seq": ev.seq, "time": iso(ev.time),
+            "clock_synced": ev.clock_synced}
+
+
+def alarm_event(ev: Event) -> dict[str, Any]:
+    d = ev.data
+    return _envelope(ev) | _alarm_fields(d) | {
+        "alarm_seq": d["alarm_seq"],
+        "transition": d["transition"],
+        "phase": d["phase"],
+        "actor": d.get("actor"),
+    }
+
+
+def vitals_event(ev: Event) -> dict[str, Any]:
+    d = ev.data
+    return _envelope(ev) | {
+        "device": d.get("device"),
+        "device_time": d.get("device_time"),
+        "nibp_time": d.get("nibp_time"),
+        "new_nibp": bool(d.get("new_nibp")),
+        "values": {name: _vital(name, v) for name, v in d.get("values", {}).items()},
+        "discarded": dict(d.get("discarded", {})),
+    }
+
+
+def infusion_event(ev: Event) -> dict[str, Any]:
+    d = ev.data
+    return _envelope(ev) | {
+        "device": d.get("device"),
+        "device_time": d.get("device_time"),
+        "pump_state": d.get("state"),
+        "quality": d.get("quality"),
+        "drug": d.get("drug"),
+        "rate": _q(d.get("rate_ml_h"), "mL/h", mdc.INFUSION["rate"]),
+        "volume_infused": _q(d.get("volume_infused_ml"), "mL", mdc.INFUSION["volume_infused"]),
+        "volume_to_be_infused": _q(d.get("volume_to_be_infused_ml"), "mL", mdc.INFUSION["volume_to_be_infused"]),
+        "concentration": _q(d.get("concentration_mg_ml"), "mg/mL", mdc.INFUSION["concentration"]),
+        "dose_rate": _q(d.get("dose_rate_mg_kg_h"), "mg/kg/h", mdc.INFUSION["dose_rate"]),
+        "cumulative": _q(d.get("cumulative_mg"), "mg"),
+        "elapsed": _q(d.get("infusion_time_s"), "s"),
+    }
+
+
+# kind -> (topic leaf, builder, schema name). Kinds absent here are not forwarded one by one:
+# their effect reaches central stations through the retained state.
+FORWARDED = {
+    EventKind.ALARM: (t.ALARM_EVENTS, alarm_event, "alarm-event"),
+    EventKind.VITALS: (t.VITALS, vitals_event, "vitals"),
+    EventKind.INFUSION: (t.INFUSION, infusion_event, "infusion"),
+}
+
+
+# --- the one command accepted (optional, off by default) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AckCommand:
+    station: str
+    rule_id: str
+    user: str
+
+
+def ack_command(station: str, rule_id: str, user: str) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "station": station, "rule_id": rule_id, "user": user}
+
+
+def parse_ack(payload: dict[str, Any]) -> AckCommand:
+    """Fields of a schema-valid ``cmd/ack`` payload (validate first)."""
+    return AckCommand(str(payload["station"]).strip(), str(payload["rule_id"]).strip(), str(payload["user"]).strip())

@@ -1,0 +1,26 @@
+"""The JSON Schemas of the feed (``monitord/schemas/mqtt-<kind>.json``), shipped in the package."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+KINDS = ("status", "state", "alarms", "alarm-event", "vitals", "infusion", "cmd-ack")
+
+
+@cache
+def validator(kind: str) -> Draft202012Validator:
+    text = resources.files("monitord").joinpath("schemas", f"mqtt-{kind}.json").read_text(encoding="utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def errors(kind: str, payload: Any) -> list[str]:
+    """Why ``payload`` is not a valid ``kind`` message (empty: valid)."""
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+            for e in validator(kind).iter_errors(payload)]

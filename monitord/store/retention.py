@@ -1,0 +1,59 @@
+"""Retention: raw readings older than ``raw_retention_h`` are deleted, in small transactions;
+their per-interval trends (min/mean/max) stay. Every other event (alarms, sessions,
+observations, overrides, link and system events) is kept.
+
+Raw readings live twice: as ``vitals``/``infusion`` rows of ``events`` and as ``readings``
+rows. Both go. SQLite reuses the freed pages, so the file stops growing at the size of the
+retention window; a WAL checkpoint afterwards keeps the ``-wal`` file short.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, delete, func, select
+
+from monitord.store import models as m
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5000  # rows per transaction: short locks, so the writer is never held up for long
+RAW_KINDS = ("vitals", "infusion")
+
+
+class Retention:
+    def __init__(self, engine: Engine, bed_id: str, raw_retention_h: float) -> None:
+        self.engine = engine
+        self.bed_id = bed_id
+        self.keep = timedelta(hours=raw_retention_h)
+
+    def run(self, now: datetime) -> int:
+        """Delete raw readings older than the window; returns how many rows went."""
+        cutoff = now - self.keep
+        with self.engine.connect() as conn:
+            # The newest reading seq before the cutoff bounds the events to prune (events has
+            # no time index; its (bed_id, seq) key serves instead).
+            upto = conn.execute(
+                select(func.max(m.Reading.seq)).where(m.Reading.bed_id == self.bed_id, m.Reading.time < cutoff)
+            ).scalar()
+        if upto is None:
+            return 0
+        removed = self._chunked(m.Reading, m.Reading.seq <= upto)
+        removed += self._chunked(m.StoredEvent, m.StoredEvent.seq <= upto, m.StoredEvent.kind.in_(RAW_KINDS))
+        if removed and self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if removed:
+            log.info("retention: removed %d raw reading rows older than %s", removed, cutoff.isoformat())
+        return removed
+
+    def _chunked(self, model: type[m.Reading] | type[m.StoredEvent], *where: object) -> int:
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = select(model.id).where(model.bed_id == self.bed_id, *where).limit(CHUNK)  # type: ignore[arg-type]
+                n = conn.execute(delete(model).where(model.id.in_(ids.scalar_subquery()))).rowcount
+            total += n
+            if n < CHUNK:
+                return total
