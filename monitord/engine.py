@@ -406,11 +406,6 @@ class Engine:
         st.running_since_mono = now
         st.last_assessment_mono = st.last_assessment_mono or now
         self._session_event("started", actor)
-        if st.order.bolus_mg > 0 and st.patient is not None:
-            per_kg = st.order.bolus_mg / st.patient.weight_kg
-            lim = self.config.dose_thresholds(st.patient.stricter_limits).bolus_max_mg_kg
-            if per_kg >= lim:
-                log.info("ordered bolus %.3f mg/kg at or above %.2f", per_kg, lim)
 
     def _pause(self, item: r.PauseInfusion, now: float) -> None:
         st = self.state

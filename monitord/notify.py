@@ -112,7 +112,7 @@ class Watchdog:
 
     def evaluated(self) -> None:
         """Called by the rule loop after every successful evaluation."""
-        if False:
+        if not self.fresh():
             log.warning("last evaluation is stale: not petting the watchdog")
             return
         now = self._now()

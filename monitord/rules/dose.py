@@ -86,15 +86,18 @@ def hard_max(state: BedState, now: float, cfg: Config) -> Finding | None:
 
 
 def bolus(state: BedState, now: float, cfg: Config) -> Finding | None:
-    if state.patient is None or state.order is None or state.status is not SessionStatus.RUNNING:
+    """A bolus the pump is giving, or one the order asks for, at or above the limit."""
+    if state.patient is None or state.order is None or state.status is SessionStatus.EMPTY:
         return None
+    lim = _limits(state, cfg).bolus_max_mg_kg
     pump = state.pump
-    per_kg = None
     if pump is not None and pump.state is PumpState.BOLUS and pump.bolus_ml:
         per_kg = bolus_mg_kg(pump.bolus_ml, state.order.concentration_mg_ml, state.patient.weight_kg)
-    lim = _limits(state, cfg).bolus_max_mg_kg
-    if per_kg is not None and per_kg >= lim:
-        return Finding(f"Bolus {fmt(per_kg, 3)} mg/kg >= {fmt(lim)} mg/kg{_who(state)}", per_kg)
+        if per_kg >= lim:
+            return Finding(f"Bolus {fmt(per_kg, 3)} mg/kg >= {fmt(lim)} mg/kg{_who(state)}", per_kg)
+    ordered = state.order.bolus_mg / state.patient.weight_kg
+    if ordered >= lim:
+        return Finding(f"Ordered bolus {fmt(ordered, 3)} mg/kg >= {fmt(lim)} mg/kg{_who(state)}", ordered)
     return None
 
 

@@ -10,7 +10,6 @@ from monitord.rules import build_rules
 
 from .conftest import Bed, make_config
 
-
 # -- dose ---------------------------------------------------------------------------------------
 
 
@@ -75,6 +74,12 @@ def test_bolus_at_the_limit_alarms(bed: Bed) -> None:
     bed.set_pump(r.PumpState.BOLUS, 35, bolus_ml=24.5)  # 24.5 mg / 70 kg = 0.35 mg/kg
     bed.run(1)
     assert "dose.bolus" in bed.raised()
+
+
+def test_ordered_bolus_at_the_limit_alarms(bed: Bed) -> None:
+    bed.submit(r.Admit("P-1", 70, 45, "rn1"))
+    bed.submit(r.SetOrder("ketamine", 1.0, 35, "rn1", bolus_mg=28))  # 0.4 mg/kg
+    assert "Ordered bolus 0.4 mg/kg" in bed.active()["dose.bolus"]["message"]
 
 
 def test_smaller_bolus_does_not(bed: Bed) -> None:
