@@ -183,6 +183,7 @@ class SerialPort(Strict):
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
+    rtscts: bool = False  # hardware flow control (the Datex S/5 interface uses RTS/CTS)
 
 
 class PumpDevice(Strict):
