@@ -195,6 +195,7 @@ class PumpDevice(Strict):
     modbus_unit: Annotated[int, Field(ge=1, le=247)] = 1
     register_map: str | None = None  # path; default map shipped in config/pump-map.toml
     ne500_address: Annotated[int, Field(ge=0, le=99)] = 0
+    ne500_safe_mode: bool = False  # the NE-500 "safe mode" framing with CRC-16
     allow_stop_commands: bool = False
 
 

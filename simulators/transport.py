@@ -6,6 +6,7 @@ a driver should open (for a pty, the slave's /dev/pts/N; for TCP, ``socket://hos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import termios
@@ -23,10 +24,8 @@ class PtyPair:
 
     def close(self) -> None:
         for fd in (self.master_fd, self.slave_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def open_pty() -> PtyPair:

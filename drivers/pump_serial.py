@@ -1,0 +1,107 @@
+"""A serial line for request/response pump protocols, on asyncio.
+
+Opens a port with pyserial's ``serial_for_url`` (a device path, a pty, or ``socket://host:port``)
+in non-blocking mode. Reads poll the port briefly while a reply is awaited; pump protocols are one
+request, one reply, so there is nothing to read in between. Any OS-level failure becomes
+``LinkLost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import serial
+
+from drivers.base import LinkLost
+from monitord.config import SerialPort
+
+READ_TICK_S = 0.002
+
+
+class SerialLine:
+    def __init__(self, settings: SerialPort) -> None:
+        self.settings = settings
+        self._port: serial.SerialBase | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        s = self.settings
+        try:
+            self._port = serial.serial_for_url(
+                s.port,
+                baudrate=s.baudrate,
+                bytesize=s.bytesize,
+                parity=s.parity,
+                stopbits=s.stopbits,
+                timeout=0,
+                write_timeout=2.0,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._port = None
+            raise LinkLost(f"{s.port}: {exc}") from exc
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(Exception):  # a vanished port may fail to close; it is gone
+                port.close()
+
+    def _require(self) -> serial.SerialBase:
+        if self._port is None:
+            raise LinkLost("port not open")
+        return self._port
+
+    def discard_input(self) -> bytes:
+        """Drop (and return) whatever is waiting, so a late reply cannot answer the next request."""
+        return self._read_now()
+
+    def _read_now(self) -> bytes:
+        port = self._require()
+        try:
+            waiting = port.in_waiting
+            return bytes(port.read(max(waiting, 1)))
+        except (serial.SerialException, OSError) as exc:
+            raise LinkLost(f"{self.settings.port}: {exc}") from exc
+
+    async def write(self, data: bytes) -> None:
+        port = self._require()
+        try:
+            port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise LinkLost(f"{self.settings.port}: {exc}") from exc
+
+    async def read_reply(
+        self,
+        complete: Callable[[bytes], bool],
+        timeout_s: float,
+        *,
+        quiet_s: float = 0.0,
+        max_bytes: int = 4096,
+    ) -> bytes:
+        """Collect bytes until ``complete(buffer)`` or the timeout; return what arrived.
+
+        ``quiet_s`` > 0 waits that long after the last byte before calling it complete (Modbus
+        RTU frame end); it still returns early once ``complete`` holds and the line is quiet.
+        """
+        buf = bytearray()
+        deadline = time.monotonic() + timeout_s
+        last_rx = time.monotonic()
+        while True:
+            chunk = self._read_now()
+            now = time.monotonic()
+            if chunk:
+                buf += chunk
+                last_rx = now
+                if len(buf) >= max_bytes:
+                    return bytes(buf)
+            if buf and complete(bytes(buf)) and now - last_rx >= quiet_s:
+                return bytes(buf)
+            if now >= deadline:
+                return bytes(buf)
+            await asyncio.sleep(READ_TICK_S)
