@@ -73,7 +73,7 @@ def clock_synchronized() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         tx = Timex()
         state = libc.adjtimex(ctypes.byref(tx))
-        # TIME_ERROR (5) means the clock is not synchronised.
-        return bool(state != 5)
+        # TIME_ERROR (5): not synchronised; -1: the call failed (e.g. a seccomp filter), so unknown.
+        return state not in (-1, 5)
     except Exception:
         return False

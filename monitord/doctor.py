@@ -179,19 +179,28 @@ def check_broker(mqtt: MqttConfig, timeout_s: float = 5.0) -> Result:
                          "check [mqtt.tls] ca_file/cert_file/key_file: they must exist, be PEM and be "
                          "readable by the monitord group")
     outcome: list[object] = []
+    closed: list[bool] = []
     client.on_connect = lambda _c, _u, _f, rc, _p: outcome.append(rc)
+    client.on_disconnect = lambda *_a: closed.append(True)
+    tls_fix = ("check the broker's TLS port (usually 8883) and that [mqtt.tls] ca_file signed the broker's "
+               "certificate and the host name matches it")
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive_s)
         deadline = time.monotonic() + timeout_s
-        while not outcome and time.monotonic() < deadline:
+        while not outcome and not closed and time.monotonic() < deadline:
             client.loop(timeout=0.1)
     except ConnectionRefusedError:
         return _fail(name, f"{where}: connection refused (nothing listens there)",
                      "start the broker (`sudo systemctl enable --now mosquitto`) or correct [mqtt] host/port")
+    except ssl.SSLCertVerificationError as exc:
+        return _fail(name, f"{where}: TLS: the broker's certificate is not trusted: {exc.verify_message}", tls_fix)
     except ssl.SSLError as exc:
-        return _fail(name, f"{where}: TLS handshake failed: {exc.reason or exc}",
-                     "check the broker's TLS port (usually 8883) and that [mqtt.tls] ca_file signed the broker's "
-                     "certificate and the host name matches it")
+        return _fail(name, f"{where}: TLS handshake failed: {exc.reason or exc}", tls_fix)
+    except ConnectionResetError as exc:
+        if mqtt.tls:  # a plain MQTT listener drops a TLS ClientHello
+            return _fail(name, f"{where}: TLS handshake failed: the broker closed the connection "
+                         "(is this port plain MQTT?)", tls_fix)
+        return _fail(name, f"{where}: connection reset: {exc}", "see the broker's log")
     except socket.gaierror as exc:
         return _fail(name, f"{where}: host name not resolved: {exc}", "correct [mqtt] host or the box's DNS")
     except (TimeoutError, OSError) as exc:
@@ -201,8 +210,9 @@ def check_broker(mqtt: MqttConfig, timeout_s: float = 5.0) -> Result:
         client.disconnect()
         client.loop(timeout=0.1)
     if not outcome:
-        return _fail(name, f"{where}: connected but no reply to CONNECT within {timeout_s:g} s",
-                     "is this port an MQTT broker? With TLS on the broker, set [mqtt.tls] and port 8883")
+        happened = "closed the connection without answering" if closed else f"did not answer within {timeout_s:g} s"
+        return _fail(name, f"{where}: connected, but the broker {happened} CONNECT",
+                     "is this port an MQTT broker? If it expects TLS, set [mqtt.tls] (and usually port 8883)")
     rc = outcome[0]
     value = getattr(rc, "value", rc)
     if value == 0:

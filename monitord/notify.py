@@ -86,7 +86,8 @@ class Watchdog:
         timeout = watchdog_interval_s(self._env)
         self.pet_every_s = timeout / 2 if timeout is not None else None
         # An evaluation older than this is not proof of life: the loop evaluates every tick_s.
-        self.max_age_s = 2 * config.watchdog.tick_s
+        # The floor leaves room for slow subscribers (a store write on an SD card) in between.
+        self.max_age_s = max(2 * config.watchdog.tick_s, 1.0)
         self._last_pet: float | None = None
         self._last_status: tuple[str, float] | None = None
         self.pets = 0
