@@ -1,0 +1,1 @@
+"""``monitord central``: a multi-bed overview for a central station, fed only by MQTT."""
