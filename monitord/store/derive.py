@@ -32,9 +32,11 @@ class Derived:
     session_id: int | None = None
     started: bool = False
     stopped: bool = False
+    # The session just discharged: alarms it raised that end with the discharge belong to it.
+    closed_id: int | None = None
 
     def copy(self) -> Derived:
-        return Derived(self.session_id, self.started, self.stopped)
+        return Derived(self.session_id, self.started, self.stopped, self.closed_id)
 
     @classmethod
     def load(cls, conn: Connection, bed_id: str) -> Derived:
@@ -114,6 +116,8 @@ class BatchWriter:
                 if sid is not None and d.get("cumulative_mg") is not None:
                     last_cumulative = (float(d["cumulative_mg"]), float(d.get("infusion_time_s") or 0.0))
             elif ev.kind is EventKind.ALARM:
+                if sid is None and d.get("phase") == "end":
+                    base["session_id"] = self.derived.closed_id
                 rows[m.AlarmEvent].append(
                     base | {"alarm_seq": d["alarm_seq"], "rule_id": d["rule_id"], "transition": d["transition"],
                             "priority": d["priority"], "alarm_kind": d.get("kind"), "state": d.get("state"),
@@ -197,7 +201,7 @@ class BatchWriter:
         if values:
             conn.execute(update(m.Session).where(m.Session.id == st.session_id).values(**values))
         if action == "discharged":
-            self.derived = Derived()
+            self.derived = Derived(closed_id=st.session_id)
 
     def _pain(self, conn: Connection, sid: int, score: int) -> None:
         st = self.derived

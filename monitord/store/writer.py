@@ -85,7 +85,8 @@ class Writer:
             if ev.kind in DROPPABLE:
                 del self._pending[i]
                 self.dropped += 1
-                if self.dropped == 1 or self.dropped % 1000 == 0:
+                if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0 and self.dropped <= 10_000 \
+                        or self.dropped % 100_000 == 0:
                     log.error("store queue full (%d events): %d readings dropped", MAX_PENDING, self.dropped)
                     self._report(False, f"{self.failing or 'failing'}; {self.dropped} readings dropped (queue full)")
                 return
@@ -186,7 +187,9 @@ class Writer:
                 if cp is not None and cp[0] < batch[-1].seq and cp[0] >= batch[0].seq and not self._stopping:
                     # End on the checkpoint's boundary: the tail's checkpoint is about to come.
                     batch = [e for e in batch if e.seq <= cp[0]]
-                elif cp is None and not self._stopping and age < 2 * self.flush_interval_s:
+                elif (cp is None and not self._stopping and age < 2 * self.flush_interval_s
+                      and not any(c[0] > batch[-1].seq for c in self._checkpoints)):
+                    # The checkpoint for these events is being taken right now: wait a moment.
                     self._cond.wait(self.flush_interval_s / 4)
                     continue
                 for _ in batch:

@@ -1,0 +1,262 @@
+"""The store on real databases: every event kept once and in order, typed rows derived, the bed
+resumed after a restart, a database that refuses writes becoming an alarm and then catching up
+with nothing lost, the registry, retention and trends, a damaged file moved aside."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, func, inspect, select
+
+from monitord import readings as r
+from monitord.errors import Refused
+from monitord.events import EventKind
+from monitord.store import models as m
+from monitord.store.database import alembic_config, schema_revision
+from tests.store.conftest import Bed, make_config
+
+
+def _rows(bed: Bed, *cols: Any, where: Any = None, order: Any = None) -> list[Any]:
+    q = select(*cols)
+    if where is not None:
+        q = q.where(where)
+    if order is not None:
+        q = q.order_by(order)
+    with bed.store.db.connect() as conn:
+        return list(conn.execute(q).all())
+
+
+def _count(bed: Bed, model: Any) -> int:
+    with bed.store.db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar() or 0)
+
+
+def _play_course_with_alarms(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.run(120)
+    bed.spo2 = 80.0  # below the critical 85 % (latching) for longer than its 10 s delay
+    bed.run(20)
+    bed.spo2 = 98.0
+    bed.run(10)
+    bed.submit(r.ResetAlarm("vital.spo2_critical", "rn2"))
+    with pytest.raises(Refused):
+        bed.submit(r.StartInfusion("rn1"))  # already running: refused, and audited
+    bed.submit(r.RescueMedication("midazolam", 1.0, "iv", "rn1", reason="dysphoria"))
+    bed.submit(r.SedationScore(r.SedationScale.POSS, 2, "rn1"))
+    bed.run(60)
+
+
+async def test_every_event_stored_once_in_order(store_settings: dict[str, Any]) -> None:
+    bed = Bed(make_config(store_settings))
+    await bed.start()
+    _play_course_with_alarms(bed)
+    bed.stop_and_discharge()
+    bed.flush()
+
+    stored = bed.store.events_after(0, 1_000_000)
+    assert [e.to_dict() for e in stored] == [e.to_dict() for e in bed.events]
+    paged = bed.store.events_after(10, 5)
+    assert [e.seq for e in paged] == [11, 12, 13, 14, 15]
+
+    alarms = [e for e in bed.events if e.kind is EventKind.ALARM]
+    assert alarms, "the course should raise alarms"
+    rows = _rows(bed, m.AlarmEvent.alarm_seq, m.AlarmEvent.rule_id, m.AlarmEvent.transition, m.AlarmEvent.actor,
+                 order=m.AlarmEvent.alarm_seq)
+    assert [(a.data["alarm_seq"], a.data["rule_id"], a.data["transition"], a.data["actor"]) for a in alarms] == \
+        [tuple(x) for x in rows]
+    assert ("vital.spo2_critical", "reset", "rn2") in [(x[1], x[2], x[3]) for x in rows]
+
+    n_readings = sum(1 for e in bed.events if e.kind in (EventKind.VITALS, EventKind.INFUSION))
+    assert _count(bed, m.Reading) == n_readings
+    (s,) = _rows(bed, m.Session.patient_id, m.Session.cumulative_mg, m.Session.pain_before, m.Session.pain_after,
+                 m.Session.started_at, m.Session.stopped_at, m.Session.discharged_at, m.Session.baseline)
+    stopped = next(e for e in bed.events if e.kind is EventKind.SESSION and e.data["action"] == "stopped")
+    assert s.patient_id == "P-1"
+    assert s.cumulative_mg == pytest.approx(stopped.data["cumulative_mg"])
+    assert s.cumulative_mg > 0
+    assert (s.pain_before, s.pain_after) == (8, 4)
+    assert s.started_at is not None and s.stopped_at is not None and s.discharged_at is not None
+    assert s.baseline["hr"] == 72.0
+
+    audit = _rows(bed, m.AuditEntry.actor, m.AuditEntry.action, m.AuditEntry.accepted, order=m.AuditEntry.seq)
+    assert (None, "StartInfusion", False) in [tuple(a) for a in audit] or ("rn1", "StartInfusion", False) in [
+        tuple(a) for a in audit]
+    assert ("rn2", "reset", True) in [tuple(a) for a in audit]
+    assert all(a.actor != "system" for a in audit)
+    (rescue,) = _rows(bed, m.Observation.drug, m.Observation.dose_mg, where=m.Observation.type == "rescue")
+    assert tuple(rescue) == ("midazolam", 1.0)
+    assert _count(bed, m.ChecklistAnswer) == 2
+    await bed.stop()
+
+
+async def test_restart_resumes_the_session(store_settings: dict[str, Any]) -> None:
+    config = make_config(store_settings)
+    bed = Bed(config)
+    await bed.start()
+    bed.admit_and_start()
+    bed.run(300)
+    bed.spo2 = 80.0
+    bed.run(20)
+    bed.spo2 = 98.0
+    bed.run(5)
+    before = bed.engine
+    assert before.alarms.alarms["vital.spo2_critical"].state.value == "latched"
+    bed.flush()
+    infusion_before = before.state.infusion_time_at(bed.clock.monotonic())
+    await bed.stop()
+
+    bed.clock.advance(120.0)  # the daemon is down for two minutes
+    again = Bed(config, clock=bed.clock)
+    e = again.engine
+    assert e.state.status is before.state.status
+    assert e.state.patient == before.state.patient
+    assert e.state.order == before.state.order
+    assert e.state.cumulative_mg == pytest.approx(before.state.cumulative_mg)
+    assert e.state.baseline == before.state.baseline
+    assert e.alarms.alarms["vital.spo2_critical"].state.value == "latched"
+    assert e.state.infusion_time_at(again.clock.monotonic()) == pytest.approx(infusion_before + 120.0)
+    assert e.seq == before.seq + 1  # the recovery event follows the stored sequence
+    rec = again.events[0]
+    assert rec.kind is EventKind.SYSTEM and rec.data["action"] == "recovered"
+    assert rec.data["downtime_s"] == pytest.approx(120.0)
+
+    await again.start()
+    again.run(30)
+    again.flush()
+    seqs = [ev.seq for ev in again.store.events_after(0, 1_000_000)]
+    assert seqs == list(range(1, e.seq + 1))
+    alarm_seqs = [x[0] for x in _rows(again, m.AlarmEvent.alarm_seq, order=m.AlarmEvent.alarm_seq)]
+    assert alarm_seqs == list(range(1, len(alarm_seqs) + 1))
+    await again.stop()
+
+
+def _refuse_writes(bed: Bed, on: dict[str, bool]) -> None:
+    """Make the real database refuse writes while ``on["on"]``: SQLite ``PRAGMA query_only``
+    (what a read-only file gives) or a PostgreSQL READ ONLY transaction."""
+    sqlite = bed.store.db.dialect.name == "sqlite"
+
+    @event.listens_for(bed.store.db, "begin")
+    def _begin(conn: Any) -> None:
+        if sqlite:
+            conn.exec_driver_sql(f"PRAGMA query_only = {1 if on['on'] else 0}")
+        elif on["on"]:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+async def _until(cond: Any, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_refused_writes_raise_the_store_alarm_and_nothing_is_lost(store_settings: dict[str, Any]) -> None:
+    bed = Bed(make_config(store_settings | {"flush_interval_s": 0.05}))
+    await bed.start()
+    task = asyncio.create_task(bed.loop.run())
+    refuse = {"on": False}
+    _refuse_writes(bed, refuse)
+    bed.admit_and_start()
+    bed.run(10)
+    bed.flush()
+
+    refuse["on"] = True
+    bed.run(30)
+    await _until(lambda: "tech.store_failed" in bed.engine.alarms.alarms)
+    alarm = bed.engine.alarms.alarms["tech.store_failed"]
+    assert alarm.priority.value == "high"
+    assert bed.store.writer.queued > 0
+    bed.run(30)  # monitoring goes on while nothing can be written
+
+    refuse["on"] = False
+    await _until(lambda: "tech.store_failed" not in bed.engine.alarms.alarms)
+    bed.run(5)
+    bed.flush()
+    stored = bed.store.events_after(0, 1_000_000)
+    assert [ev.to_dict() for ev in stored] == [ev.to_dict() for ev in bed.events]
+    transitions = [(ev.data["rule_id"], ev.data["transition"]) for ev in stored if ev.kind is EventKind.ALARM]
+    assert ("tech.store_failed", "raised") in transitions and ("tech.store_failed", "cleared") in transitions
+    bed.loop.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await bed.stop()
+
+
+def test_migrations_run_from_empty(store_settings: dict[str, Any]) -> None:
+    bed = Bed(make_config(store_settings))
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert schema_revision(bed.store.db) == head
+    tables = set(inspect(bed.store.db).get_table_names())
+    assert set(m.Base.metadata.tables) <= tables
+    bed.store.db.dispose()
+    again = Bed(make_config(store_settings))  # opening an up-to-date database changes nothing
+    assert schema_revision(again.store.db) == head
+    again.store.db.dispose()
+
+
+async def test_treatment_count_and_response(store_settings: dict[str, Any]) -> None:
+    bed = Bed(make_config(store_settings))
+    await bed.start()
+    bed.admit_and_start(pain=8)
+    assert bed.engine.state.treatments_last_12_months == 1
+    bed.run(60)
+    bed.stop_and_discharge(pain=4)
+    bed.flush()
+
+    bed.clock.advance(30 * 86400)
+    bed.admit_and_start(pain=6)
+    assert bed.engine.state.treatments_last_12_months == 2
+    bed.run(60)
+    bed.stop_and_discharge(pain=5)
+    bed.flush()
+
+    resp = bed.store.responses("P-1")
+    assert [(x.pain_before, x.pain_after, x.reduction_pct, x.positive) for x in resp] == [
+        (8, 4, 50.0, True), (6, 5, 16.7, False)]
+    assert bed.store.treatment_count("someone-else") == 1
+
+    bed.clock.advance(340 * 86400)  # the first treatment is now over 12 months old
+    assert bed.store.treatment_count("P-1") == 2  # the second one, plus this admission
+    await bed.stop()
+
+
+async def test_retention_prunes_raw_readings_and_keeps_trends(store_settings: dict[str, Any]) -> None:
+    bed = Bed(make_config(store_settings | {"raw_retention_h": 0.1, "trend_interval_s": 60.0}))
+    await bed.start()
+    bed.admit_and_start()
+    bed.run(1200)
+    bed.flush()
+    bed.store.retention.run(bed.clock.utc_now())  # the writer also runs it every few minutes
+    produced = sum(1 for e in bed.events if e.kind in (EventKind.VITALS, EventKind.INFUSION))
+    cutoff = bed.clock.utc_now().timestamp() - 0.1 * 3600
+    times = [t.timestamp() for (t,) in _rows(bed, m.Reading.time)]
+    assert times and min(times) >= cutoff
+    assert len(times) == sum(1 for e in bed.events if e.kind in (EventKind.VITALS, EventKind.INFUSION)
+                             and e.time.timestamp() >= cutoff) < produced
+    kinds = {k for (k,) in _rows(bed, m.StoredEvent.kind, where=m.StoredEvent.seq < 20)}
+    assert "session" in kinds and "vitals" not in kinds  # decisions kept, old raw readings gone
+
+    spo2 = bed.store.trend("spo2", bed.clock.utc_now().replace(year=2000))
+    assert len(spo2) >= 20  # the whole 20 minutes, one point a minute, pruned or not
+    assert all(p.min == p.max == p.mean == 98.0 for p in spo2)
+    rate = bed.store.trend("rate_ml_h", bed.clock.utc_now().replace(year=2000))
+    assert any(p.min == 0.0 and p.max == 35.0 for p in rate)  # the minute the pump started
+    await bed.stop()
+
+
+async def test_damaged_file_is_moved_aside(tmp_path: Any) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "monitord.db").write_bytes(b"this is not a database" * 200)
+    bed = Bed(make_config({"state_dir": str(state)}))
+    await bed.start()
+    assert bed.store.moved_aside is not None
+    assert list(state.glob("monitord.db.corrupt-*"))
+    reset = bed.events[0]
+    assert reset.kind is EventKind.SYSTEM and reset.data["action"] == "store_reset"
+    bed.flush()
+    assert [e.data.get("action") for e in bed.store.events_after(0, 10)] == ["store_reset"]
+    await bed.stop()
