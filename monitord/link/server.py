@@ -79,20 +79,17 @@ class DashboardServer:
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._subscribed = False
         self._dirty = True
         self._backlog: deque[dict[str, Any]] = deque(maxlen=LOG_BACKLOG)
         self._trends: dict[str, deque[tuple[float, float]]] = {
             v.value: deque(maxlen=int(TREND_HISTORY_S / TREND_BUCKET_S)) for v in TREND_VITALS
         }
         self._numbers = 0
+        engine.subscribe(self._on_event)  # from now on, so trends and the log start filling at once
 
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if not self._subscribed:
-            self.engine.subscribe(self._on_event)
-            self._subscribed = True
         try:
             await self._clear_stale_socket()
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +192,7 @@ class DashboardServer:
             "bed_id": self.engine.bed_id,
             "config": {
                 "care_area": cfg.bed.care_area.value,
+                "timezone": cfg.bed.timezone,
                 "audio_pause_s": cfg.alarms.audio_pause_s,
                 "checklist": [{"id": c.id, "text": c.text, "kind": c.kind} for c in cfg.checklist],
                 "rescue_medications": list(cfg.ketamine.rescue_medications),
