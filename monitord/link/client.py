@@ -111,7 +111,8 @@ class LinkClient:
             elif kind == "heartbeat":
                 self.evaluated_age_s = msg.get("evaluated_age_s")
             elif kind == "reply":
-                fut = self._pending.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
+                msg_id = msg.get("id")
+                fut = self._pending.pop(msg_id, None) if isinstance(msg_id, int) else None
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,11 +107,11 @@ def _answers(v: Any, name: str) -> dict[str, bool]:
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     cls: type
-    required: dict[str, Coerce]
-    optional: dict[str, Coerce]
+    required: Mapping[str, Coerce]
+    optional: Mapping[str, Coerce]
 
 
-_ACTOR = {"actor": _str}
+_ACTOR: dict[str, Coerce] = {"actor": _str}
 
 COMMANDS: dict[str, CommandSpec] = {
     "admit": CommandSpec(r.Admit, {"patient_id": _str, "weight_kg": _float, "age_years": _int, **_ACTOR},

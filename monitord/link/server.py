@@ -99,6 +99,7 @@ class DashboardServer:
             log.error("dashboard link not available on %s: %s", self.path, exc)
             self.loop.put(r.OutputStatus("dashboard", False, f"{self.path}: {exc}"))
             return
+        self.loop.put(r.OutputStatus("dashboard", True))  # clears an earlier fault; silent otherwise
         self._ticker = asyncio.create_task(self._tick(), name="dashboard-link")
         log.info("dashboard link listening on %s", self.path)
 
@@ -152,10 +153,11 @@ class DashboardServer:
             self._broadcast(msg)
 
     def _add_trend(self, event: Event) -> None:
-        for name, v in event.data.get("values", {}).items():
+        if event.data.get("quality") == r.Quality.INVALID.value:
+            return
+        for name, value in event.data.get("values", {}).items():
             series = self._trends.get(name)
-            value = v.get("value") if isinstance(v, dict) else None
-            if series is None or value is None or v.get("quality") == r.Quality.INVALID.value:
+            if series is None or value is None:
                 continue
             if series and event.mono - series[-1][0] < TREND_BUCKET_S:
                 series[-1] = (series[-1][0], float(value))

@@ -1,0 +1,517 @@
+"""The bedside dashboard (``monitord dashboard``): one bed's infusion, vitals, trends, alarms
+and event log, and the nurse's actions, over the daemon's local link.
+
+Everything shown comes from the daemon's snapshot; the screen only ages it (a value older than
+its limit is shown as stale, never as current) and says MONITOR NOT RESPONDING when the daemon
+goes quiet. Bursts of snapshots collapse to the latest (``SnapshotArrived.can_replace``).
+Build it with ``DashboardApp(socket_path=...)``; tests inject data with ``connect=False``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Footer, RichLog, Static
+
+from monitord.buzzer import AlarmSounder, GpioBuzzer, Output
+from monitord.dashboard import format as fmt
+from monitord.dashboard import modals
+from monitord.dashboard.widgets import AlarmList, PumpPanel, VitalTile, trend_text
+from monitord.link.client import CommandFailed, LinkClient
+
+TREND_WINDOWS_MIN = (30, 60, 120, 240)
+TILES = (("hr", "HR"), ("nibp", "NIBP"), ("spo2", "SpO2"), ("rr", "RR"), ("etco2", "EtCO2"))
+UNITS = {"hr": "/min", "nibp": "mmHg", "spo2": "%", "rr": "/min", "etco2": "mmHg"}
+TREND_KEY = {"hr": "hr", "nibp": "sbp", "spo2": "spo2", "rr": "rr", "etco2": "etco2"}
+# NIBP lives one cycle: this default only applies until the daemon's hello gives the real limits.
+DEFAULT_STALE_S = {"sbp": 450.0, "dbp": 450.0, "map": 450.0}
+
+CSS = """
+Screen { layout: vertical; }
+#header { height: 1; background: $panel; color: $text; text-style: bold; }
+#banner { height: 1; display: none; text-style: bold; }
+#banner.-link { display: block; background: red; color: white; }
+#banner.-paused { display: block; background: $warning; color: black; }
+#tiles { height: 7; }
+.tile { width: 1fr; height: 7; border: round $secondary; padding: 0 0; border-title-align: left; }
+#tile-nibp { width: 23; }
+.tile-value { height: 3; }
+.tile-detail, .tile-trend { height: 1; width: 1fr; }
+.tile.-stale { color: $text-muted; border: round $panel-lighten-2; }
+.tile.-high { border: heavy red; color: red; }
+.tile.-medium { border: heavy yellow; color: yellow; }
+.tile.-low { border: round cyan; color: cyan; }
+#middle { height: 6; }
+#pump { width: 34; height: 1fr; border: round $secondary; }
+#alarms { width: 1fr; height: 1fr; border: round $secondary; }
+#events { height: 1fr; border: round $secondary; overflow-x: hidden; }
+.-tall #tiles { height: 9; }
+.-tall .tile { height: 9; padding: 1 1 0 1; }
+.-tall #middle { height: 10; }
+.-wide #pump { width: 44; }
+.-console .tile, .-console #pump, .-console #alarms, .-console #events { border: ascii $secondary; }
+.-console .tile.-high { border: ascii red; }
+.-console .tile.-medium { border: ascii yellow; }
+.-console .tile.-low { border: ascii cyan; }
+.-console .tile.-stale { border: ascii $panel-lighten-2; }
+ModalScreen { align: center middle; }
+.dialog { width: 76; max-height: 22; height: auto; border: thick $accent; background: $surface; padding: 0 1; }
+.-console .dialog { border: ascii $accent; }
+.dialog-title { text-style: bold; margin-bottom: 1; }
+.dialog-error { display: none; background: red; color: white; text-style: bold; }
+.dialog-error.-shown { display: block; }
+.dialog-hint { color: $text-muted; }
+.dialog Input, .dialog Select { margin: 0; }
+.dialog SelectionList { height: auto; max-height: 12; }
+"""
+
+
+class SnapshotArrived(Message):
+    """The daemon's latest view of the bed; a newer one replaces an unhandled older one."""
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SnapshotArrived)
+
+
+class LinkMessage(Message):
+    """Hello or a log event (never dropped)."""
+
+    def __init__(self, msg: dict[str, Any]) -> None:
+        super().__init__()
+        self.msg = msg
+
+
+class BellOutput:
+    def __init__(self, app: App[Any]) -> None:
+        self.app = app
+
+    def on(self) -> None:
+        self.app.bell()
+
+    def off(self) -> None:
+        pass
+
+
+class DashboardApp(App[int]):
+    CSS = CSS
+    ENABLE_COMMAND_PALETTE = False
+    TITLE = "monitord"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    BINDINGS = [
+        Binding("a", "ack", "Ack"),
+        Binding("m", "audio_pause", "Mute"),
+        Binding("s", "sedation", "Sedation"),
+        Binding("p", "pain", "Pain"),
+        Binding("e", "effects", "Effects"),
+        Binding("r", "rescue", "Rescue"),
+        Binding("i", "session", "Infusion"),
+        Binding("t", "trend", "Trend"),
+        Binding("u", "nurse", "Nurse"),
+        Binding("up", "select(-1)", "Select alarm", show=False),
+        Binding("down", "select(1)", "Select alarm", show=False),
+    ]
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        *,
+        nurse: str | None = None,
+        console: bool = False,
+        connect: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        flash: bool = True,
+        sound: bool = True,
+        buzzer_pin: int | None = None,
+        not_responding_after_s: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.socket_path = socket_path
+        self.nurse = nurse
+        self.console_mode = console
+        self.clock = clock
+        self.flash = flash
+        self.snapshot: dict[str, Any] | None = None
+        self.snapshot_at = 0.0
+        self.hello: dict[str, Any] = {}
+        self.selected = 0
+        self.trend_minutes = TREND_WINDOWS_MIN[0]
+        self.trends: dict[str, deque[tuple[float, float]]] = {k: deque(maxlen=20_000) for k in TREND_KEY.values()}
+        self._trend_last_rx: dict[str, float] = {}
+        self.sedation_scale = "rass"
+        self.seen_seqs: set[int] = set()
+        self.tz: tzinfo | None = ZoneInfo("UTC")
+        self._flash_tick = 0
+        self._mounted = False
+        self._started = clock()
+        self.link: LinkClient | None = None
+        if connect:
+            if not socket_path:
+                raise ValueError("a socket path is needed to connect")
+            kw = {"not_responding_after_s": not_responding_after_s} if not_responding_after_s else {}
+            self.link = LinkClient(socket_path, self._from_link, on_state=self._link_state, clock=clock, **kw)
+        outputs: list[Output] = [BellOutput(self)]
+        if buzzer_pin is not None:
+            outputs.append(GpioBuzzer(buzzer_pin))
+        self.sounder: AlarmSounder | None = AlarmSounder(outputs) if sound else None
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="header")
+        yield Static("", id="banner")
+        with Horizontal(id="tiles"):
+            for key, title in TILES:
+                yield VitalTile(key, title, self.console_mode)
+        with Horizontal(id="middle"):
+            pump = PumpPanel(id="pump")
+            pump.border_title = "Infusion"
+            yield pump
+            alarms = AlarmList(id="alarms")
+            alarms.border_title = "Alarms"
+            yield alarms
+        log = RichLog(id="events", max_lines=500, wrap=False, markup=False)
+        log.border_title = "Event log"
+        log.can_focus = False
+        yield log
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._mounted = True
+        self.set_class(self.console_mode, "-console")
+        self.refresh_view()
+        self.set_interval(1.0, self.refresh_view)
+        if self.flash:
+            self.set_interval(0.25, self._flash)
+        if self.link is not None:
+            self._run_link()
+        if self.sounder is not None:
+            self.sounder.start()
+        if not self.nurse:
+            self.push_screen(modals.NurseModal())
+
+    async def on_unmount(self) -> None:
+        if self.sounder is not None:
+            await self.sounder.stop()
+        if self.link is not None:
+            await self.link.close()
+
+    @work(exclusive=True, group="link")
+    async def _run_link(self) -> None:
+        assert self.link is not None
+        await self.link.run()
+
+    # -- data in ----------------------------------------------------------------------------------
+
+    def _from_link(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "snapshot":
+            self.post_message(SnapshotArrived(msg.get("snapshot") or {}))
+        elif msg.get("type") in ("hello", "event"):
+            self.post_message(LinkMessage(msg))
+
+    def _link_state(self, up: bool) -> None:
+        self.call_later(self.refresh_view)
+
+    def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
+        self.apply_snapshot(message.snapshot)
+
+    def on_link_message(self, message: LinkMessage) -> None:
+        if message.msg.get("type") == "hello":
+            self.apply_hello(message.msg)
+        else:
+            self.apply_event(message.msg.get("event") or {})
+
+    def apply_hello(self, hello: dict[str, Any]) -> None:
+        self.hello = hello
+        cfg = hello.get("config", {})
+        try:
+            self.tz = ZoneInfo(cfg.get("timezone") or "UTC")
+        except Exception:
+            self.tz = ZoneInfo("UTC")
+        now = self.clock()
+        for name, series in (hello.get("trends") or {}).items():
+            if name in self.trends:
+                self.trends[name].clear()
+                self.trends[name].extend((now - age_s, value) for age_s, value in series)
+                if series:
+                    self._trend_last_rx[name] = now - series[-1][0]
+        self.refresh_view()
+
+    def apply_snapshot(self, snap: dict[str, Any]) -> None:
+        self.snapshot = snap
+        self.snapshot_at = self.clock()
+        for name, v in (snap.get("vitals") or {}).items():
+            if name not in self.trends or v.get("value") is None or v.get("stale"):
+                continue
+            rx = self.snapshot_at - float(v.get("age_s") or 0)
+            if rx - self._trend_last_rx.get(name, -1e18) > 1.0:
+                self.trends[name].append((rx, float(v["value"])))
+                self._trend_last_rx[name] = rx
+        self.refresh_view()
+
+    def apply_event(self, ev: dict[str, Any]) -> None:
+        seq = ev.get("seq")
+        if isinstance(seq, int):
+            if seq in self.seen_seqs:
+                return
+            self.seen_seqs.add(seq)
+        text, style = fmt.event_line(ev)
+        styles = {"high": "bold red", "medium": "bold yellow", "low": "cyan", "refused": "bold red", "info": ""}
+        line = Text(f"{fmt.clock_time(ev.get('time'), self.tz)} ")
+        line.append(text, style=styles.get(style, ""))
+        self.query_one("#events", RichLog).write(line)
+
+    # -- config from hello ----------------------------------------------------------------------
+
+    @property
+    def _cfg(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = self.hello.get("config", {})
+        return cfg
+
+    @property
+    def checklist(self) -> list[dict[str, Any]]:
+        return list(self._cfg.get("checklist", []))
+
+    @property
+    def rescue_medications(self) -> list[str]:
+        return list(self._cfg.get("rescue_medications", []))
+
+    @property
+    def drug(self) -> dict[str, Any]:
+        return dict(self._cfg.get("drug", {}))
+
+    @property
+    def effect_names(self) -> list[str]:
+        return list(self._cfg.get("effects", []))
+
+    # -- view -------------------------------------------------------------------------------------
+
+    def responding(self) -> bool:
+        return self.link is None or self.link.responding()
+
+    def _elapsed(self) -> float:
+        """Seconds since the snapshot arrived: what the screen adds to its ages."""
+        return max(0.0, self.clock() - self.snapshot_at) if self.snapshot is not None else 0.0
+
+    def _alarms(self) -> list[dict[str, Any]]:
+        return list((self.snapshot or {}).get("alarms", []))
+
+    def refresh_view(self) -> None:
+        if not self._mounted:
+            return
+        snap = self.snapshot or {}
+        alive = self.responding()
+        self._header(snap)
+        self._banner(snap, alive)
+        self._tiles(snap, alive)
+        self.query_one(PumpPanel).show(snap, self._infusion_time(snap))
+        self._alarm_list()
+        if self.sounder is not None:
+            lost = not alive and self.clock() - self._started > 3.0
+            self.sounder.set("medium" if lost else (snap.get("audio") or {}).get("sounding"))
+
+    def _infusion_time(self, snap: dict[str, Any]) -> float | None:
+        t = (snap.get("infusion") or {}).get("infusion_time_s")
+        if t is None:
+            return None
+        return float(t) + (self._elapsed() if snap.get("status") == "running" and self.responding() else 0.0)
+
+    def _header(self, snap: dict[str, Any]) -> None:
+        p, o = snap.get("patient") or {}, snap.get("order") or {}
+        parts = [f"{snap.get('bed_id') or self.hello.get('bed_id') or '?'} {snap.get('care_area', '')}"]
+        if p:
+            parts.append(f"{p.get('id')} {p.get('weight_kg'):g} kg")
+        else:
+            parts.append("no patient")
+        if o:
+            parts.append(f"{o.get('drug')} {o.get('concentration_mg_ml'):g} mg/mL")
+        parts.append((snap.get("status") or "?").upper())
+        parts.append(f"RN {self.nurse or '?'}")
+        self.query_one("#header", Static).update(" | ".join(parts))
+
+    def _banner(self, snap: dict[str, Any], alive: bool) -> None:
+        banner = self.query_one("#banner", Static)
+        audio = snap.get("audio") or {}
+        banner.set_class(not alive, "-link")
+        banner.set_class(alive and bool(audio.get("paused")), "-paused")
+        if not alive:
+            why = self.link.last_error if self.link is not None and self.link.last_error else "no heartbeat"
+            banner.update(f"!!! MONITOR NOT RESPONDING - values are not current ({why})")
+        elif audio.get("paused"):
+            left = float(audio.get("pause_remaining_s") or 0) - self._elapsed()
+            banner.update(f"AUDIO PAUSED {fmt.countdown(left)} - alarms still shown")
+        else:
+            banner.update("")
+
+    def _tile_states(self) -> dict[str, str]:
+        states: dict[str, str] = {}
+        for a in self._alarms():
+            name = fmt.vital_of(str(a.get("rule_id", "")))
+            tile = "nibp" if name == "sbp" else name
+            if tile is None:
+                continue
+            prio = a.get("priority", "advisory")
+            if fmt.PRIORITY_RANK.get(prio, 0) > fmt.PRIORITY_RANK.get(states.get(tile, ""), -1):
+                states[tile] = prio
+        return states
+
+    def _vital(self, snap: dict[str, Any], name: str, alive: bool) -> tuple[float | None, float | None, bool, str]:
+        """(value, age, stale, quality) with the screen's own ageing applied."""
+        v = (snap.get("vitals") or {}).get(name)
+        if not v:
+            return None, None, True, ""
+        age = float(v.get("age_s") or 0) + self._elapsed()
+        limit = self._cfg.get("stale_after_s", {}).get(name, DEFAULT_STALE_S.get(name, 30.0))
+        stale = bool(v.get("stale")) or v.get("value") is None or age > limit or not alive
+        return v.get("value"), age, stale, v.get("quality", "")
+
+    def _tiles(self, snap: dict[str, Any], alive: bool) -> None:
+        states = self._tile_states()
+        window = self.trend_minutes * 60.0
+        now = self.clock()
+        for tile in self.query(VitalTile):
+            width = max(0, tile.content_region.width)
+            trend = trend_text(self.trends[TREND_KEY[tile.key]], now, window, width, self.console_mode)
+            if tile.key == "nibp":
+                sbp, age, stale, q = self._vital(snap, "sbp", alive)
+                dbp, _, _, _ = self._vital(snap, "dbp", alive)
+                mean, _, _, _ = self._vital(snap, "map", alive)
+                shown = f"{fmt.num(sbp)}/{fmt.num(dbp)}"
+                detail = f"({fmt.num(mean)}) {fmt.age(age)} ago" if age is not None else "no NIBP yet"
+            else:
+                value, age, stale, q = self._vital(snap, tile.key, alive)
+                shown = fmt.num(value)
+                detail = f"{UNITS[tile.key]} {fmt.age(age)}" if age is not None else "no data"
+            if q == "questionable":
+                detail += " ?"
+            if stale:
+                detail = (f"STALE {shown} {fmt.age(age)}" if age is not None and shown.strip("-/") else "NO DATA")
+                shown = "--/--" if tile.key == "nibp" else "--"
+            state = states.get(tile.key) or ("stale" if stale else "ok")
+            tile.border_subtitle = f"{self.trend_minutes}m"
+            tile.show(shown, detail, state, trend)
+
+    def _alarm_list(self) -> None:
+        alarms = self._alarms()
+        self.selected = min(self.selected, max(0, len(alarms) - 1))
+        flash_on = {"high": True, "medium": True}
+        if self.flash:
+            # IEC 60601-1-8 (alarm-defaults.md s1): high ~2 Hz, medium ~0.67 Hz, 50 % on; low steady.
+            flash_on = {"high": self._flash_tick % 2 == 0, "medium": (self._flash_tick // 3) % 2 == 0}
+        widget = self.query_one(AlarmList)
+        widget.show(alarms, self.selected, flash_on, max(1, widget.content_region.width))
+
+    def _flash(self) -> None:
+        self._flash_tick += 1
+        if any(a.get("priority") in ("high", "medium") for a in self._alarms()):
+            self._alarm_list()
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        """Send one command as the nurse on shift. Raises ``CommandFailed``."""
+        if not self.nurse:
+            raise CommandFailed("Enter your staff id first (key u)")
+        if self.link is None:
+            raise CommandFailed("Not connected to the monitor")
+        fields.setdefault("actor", self.nurse)
+        await self.link.command(kind, **fields)
+
+    async def _quick(self, kind: str, **fields: Any) -> None:
+        try:
+            await self.send(kind, **fields)
+        except CommandFailed as exc:
+            self.notify(f"NOT RECORDED: {exc}", severity="error", timeout=10)
+
+    async def action_ack(self) -> None:
+        alarms = self._alarms()
+        if not alarms:
+            self.notify("No alarm to acknowledge", severity="warning")
+            return
+        alarm = alarms[min(self.selected, len(alarms) - 1)]
+        kind = "reset" if alarm.get("state") == "latched" else "ack"
+        await self._quick(kind, rule_id=alarm["rule_id"])
+
+    async def action_audio_pause(self) -> None:
+        await self._quick("audio_pause")
+
+    def action_select(self, step: int) -> None:
+        n = len(self._alarms())
+        if n:
+            self.selected = (self.selected + step) % n
+            self._alarm_list()
+
+    def action_sedation(self) -> None:
+        self.push_screen(modals.SedationModal())
+
+    def action_pain(self) -> None:
+        self.push_screen(modals.PainModal())
+
+    def action_effects(self) -> None:
+        self.push_screen(modals.EffectsModal())
+
+    def action_rescue(self) -> None:
+        self.push_screen(modals.RescueModal())
+
+    def action_nurse(self) -> None:
+        self.push_screen(modals.NurseModal(), lambda _ok: self.refresh_view())
+
+    def action_trend(self) -> None:
+        i = TREND_WINDOWS_MIN.index(self.trend_minutes)
+        self.trend_minutes = TREND_WINDOWS_MIN[(i + 1) % len(TREND_WINDOWS_MIN)]
+        self.refresh_view()
+
+    def action_session(self) -> None:
+        def chosen(name: str | None) -> None:
+            if name:
+                self.push_screen(modals.session_screen(name))
+
+        self.push_screen(modals.SessionMenu(), chosen)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=None, help="site configuration file (to find the socket)")
+    p.add_argument("--socket", default=None, help="the daemon's dashboard socket (overrides the config)")
+    p.add_argument("--nurse", default=None, help="staff id to record actions with (asked for if not given)")
+    p.add_argument("--console", action="store_true", default=None,
+                   help="Linux console mode: ASCII borders and digits (default when TERM=linux)")
+    p.add_argument("--no-sound", action="store_true", help="no terminal bell")
+    p.add_argument("--buzzer-pin", type=int, default=None, help="GPIO (BCM) pin of an active buzzer")
+
+
+def main(args: argparse.Namespace) -> int:
+    socket_path = args.socket
+    if socket_path is None:
+        from monitord.config import ConfigError, load_config
+
+        try:
+            socket_path = load_config(args.config).dashboard.socket
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    console = args.console if args.console is not None else os.environ.get("TERM") == "linux"
+    app = DashboardApp(socket_path, nurse=args.nurse, console=console, sound=not args.no_sound,
+                       buzzer_pin=args.buzzer_pin)
+    app.run()
+    return 0

@@ -1,0 +1,223 @@
+"""The daemon's dashboard link over a real Unix socket: greeting, commands, pushes, and
+surviving clients that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from monitord import readings as r
+from monitord.link.server import DashboardServer
+from monitord.state import SessionStatus
+from tests.dashboard.conftest import Bed, admit_and_order, make_config, vitals
+
+TIMEOUT = 10.0
+
+
+class Raw:
+    """A bare protocol client: what a third-party dashboard would do."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.received: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, path: Path) -> Raw:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=16 * 1024 * 1024)
+        return cls(reader, writer)
+
+    async def recv(self) -> dict[str, Any]:
+        line = await asyncio.wait_for(self.reader.readline(), TIMEOUT)
+        assert line.endswith(b"\n"), "server closed the link"
+        msg: dict[str, Any] = json.loads(line)
+        self.received.append(msg)
+        return msg
+
+    async def recv_type(self, kind: str) -> dict[str, Any]:
+        while True:
+            msg = await self.recv()
+            if msg["type"] == kind:
+                return msg
+
+    async def send(self, raw: bytes) -> None:
+        self.writer.write(raw)
+        await self.writer.drain()
+
+    async def ask(self, **msg: Any) -> dict[str, Any]:
+        await self.send(json.dumps(msg).encode() + b"\n")
+        return await self.recv_type("reply")
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
+async def test_greets_with_hello_then_full_snapshot(bed: Bed) -> None:
+    c = await Raw.connect(bed.socket)
+    hello = await c.recv()
+    assert hello["type"] == "hello" and hello["protocol"] == 1 and hello["bed_id"] == "bed-01"
+    cfg = hello["config"]
+    assert cfg["care_area"] == "outpatient-infusion"
+    assert cfg["audio_pause_s"] == 120
+    assert "midazolam" in cfg["rescue_medications"]
+    assert {"id": "pregnancy", "text": "Pregnant?", "kind": "contraindication"} in cfg["checklist"]
+    snap = await c.recv()
+    assert snap["type"] == "snapshot" and snap["snapshot"]["status"] == "empty"
+    assert snap["snapshot"]["bed_id"] == "bed-01"
+    await c.close()
+
+
+async def test_command_runs_through_engine_and_refusal_comes_back(bed: Bed) -> None:
+    c = await Raw.connect(bed.socket)
+    ok = await c.ask(type="admit", id=7, actor="N42", patient_id="P-1", weight_kg=70, age_years=40)
+    assert ok == {"type": "reply", "id": 7, "ok": True}
+    assert bed.engine.state.status is SessionStatus.ADMITTED
+    assert bed.of("session", action="admitted", actor="N42")
+    no = await c.ask(type="order", id="x", actor="N42", drug="ketamine", concentration_mg_ml=3.0, rate_ml_h=10)
+    assert no["id"] == "x" and no["ok"] is False
+    assert "Concentration 3 mg/mL is not in the drug library" in no["error"]
+    await c.close()
+
+
+async def test_snapshots_are_coalesced_and_only_sent_on_change(bed: Bed) -> None:
+    admit_and_order(bed.engine)
+    c = await Raw.connect(bed.socket)
+    await c.recv_type("snapshot")
+    for hr in range(60, 100):  # a burst of 40 readings
+        bed.loop.put(vitals(hr=hr))
+    await bed.settle()
+    seen: list[dict[str, Any]] = []
+    beats = 0
+    deadline = asyncio.get_running_loop().time() + 1.6
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            msg = await asyncio.wait_for(c.recv(), max(0.01, deadline - asyncio.get_running_loop().time()))
+        except TimeoutError:
+            break
+        if msg["type"] == "snapshot":
+            seen.append(msg["snapshot"])
+        beats += msg["type"] == "heartbeat"
+    assert 1 <= len(seen) <= 2, f"{len(seen)} snapshots for one burst"
+    assert seen[-1]["vitals"]["hr"]["value"] == 99
+    assert beats >= 2  # at least one per second
+    await c.close()
+
+
+async def test_log_events_are_pushed_with_the_actor(bed: Bed) -> None:
+    admit_and_order(bed.engine)
+    c = await Raw.connect(bed.socket)
+    reply = await c.ask(type="pain", id=1, actor="N9", score=6)
+    assert reply["ok"]
+    pushed = [m["event"] for m in c.received if m["type"] == "event" and m["event"]["kind"] == "observation"]
+    assert [ev["data"] for ev in pushed] == [{"type": "pain", "score": 6, "actor": "N9"}]
+    assert pushed[0]["seq"] == bed.engine.seq
+    await c.close()
+
+
+async def test_garbage_gets_error_replies_and_the_link_keeps_serving(bed: Bed) -> None:
+    c = await Raw.connect(bed.socket)
+    for raw in (b"not json\n", b"[1,2]\n", b'{"type":"fly","id":1}\n', b'{"type":"pain","id":2,"actor":"N"}\n',
+                b'{"type":"pain","id":3,"actor":"N","score":"six"}\n', b'{"type":"pain","id":4,"actor":"N","score":1,"x":0}\n',
+                b'{"type":"sedation","id":5,"actor":"N","scale":"gcs","score":1}\n', b"\xff\xfe\n",
+                b'{"type":"admit","id":6,"actor":"N","patient_id":"P","weight_kg":NaN,"age_years":4}\n'):
+        await c.send(raw)
+        reply = await c.recv_type("reply")
+        assert reply["ok"] is False and reply["error"].startswith("Bad message"), raw
+    assert bed.server.bad_messages == 9
+    ok = await c.ask(type="admit", id=10, actor="N1", patient_id="P-2", weight_kg=80, age_years=50)
+    assert ok["ok"], ok
+    await c.close()
+
+
+async def test_client_dying_mid_message_does_not_hurt_the_daemon(bed: Bed) -> None:
+    c = await Raw.connect(bed.socket)
+    await c.recv_type("snapshot")
+    await c.send(b'{"type":"admit","id":1,"actor":"N1","patient_')
+    c.writer.transport.abort()
+    # A second client that vanishes right after connecting, before reading anything.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(bed.socket))
+    s.close()
+    await asyncio.sleep(0.05)
+    assert bed.engine.state.status is SessionStatus.EMPTY  # the half command did nothing
+    bed.loop.put(vitals())
+    c2 = await Raw.connect(bed.socket)
+    ok = await c2.ask(type="admit", id=2, actor="N1", patient_id="P-3", weight_kg=70, age_years=30)
+    assert ok["ok"]
+    assert len(bed.server.clients) == 1
+    await c2.close()
+
+
+async def test_oversized_line_is_refused_and_client_dropped(bed: Bed) -> None:
+    c = await Raw.connect(bed.socket)
+    await c.send(b'{"type":"pain","note":"' + b"x" * 200_000 + b'"}\n')
+    reply = await c.recv_type("reply")
+    assert reply["ok"] is False and "longer than" in reply["error"]
+    await asyncio.wait_for(c.reader.read(), TIMEOUT)  # the server closes the link: read reaches EOF
+    assert c.reader.at_eof()
+    c2 = await Raw.connect(bed.socket)
+    assert (await c2.recv())["type"] == "hello"
+    await c2.close()
+
+
+async def test_stale_socket_file_is_replaced_and_live_one_is_left_alone(bed: Bed, sock_dir: Path) -> None:
+    stale = sock_dir / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()  # file stays, nobody listens: what a crashed daemon leaves
+    config = make_config(stale)
+    srv = DashboardServer(config, bed.engine, bed.loop)
+    await srv.start()
+    c = await Raw.connect(stale)
+    assert (await c.recv())["type"] == "hello"
+    await c.close()
+    # A second server on the live socket of the first must not steal it: it reports a fault.
+    rival = DashboardServer(config, bed.engine, bed.loop)
+    await rival.start()
+    await bed.settle()
+    assert "dashboard" in bed.engine.state.output_faults
+    assert "another process" in bed.engine.state.output_faults["dashboard"]
+    c = await Raw.connect(stale)
+    assert (await c.recv())["type"] == "hello"
+    await c.close()
+    await rival.stop()
+    await srv.stop()
+    assert not stale.exists()
+
+
+async def test_commands_map_every_type(bed: Bed) -> None:
+    """Each protocol command reaches the engine as its typed input."""
+    bed.loop.put(vitals())
+    c = await Raw.connect(bed.socket)
+    steps: list[dict[str, Any]] = [
+        {"type": "admit", "patient_id": "P-7", "weight_kg": 70, "age_years": 40},
+        {"type": "order", "drug": "ketamine", "concentration_mg_ml": 1.0, "rate_ml_h": 35, "bolus_mg": 0, "syringe_ml": 50},
+        {"type": "checklist", "answers": {"pregnancy": True, "cv_unstable": False}},
+        {"type": "override", "rule_id": "checklist.pregnancy", "reason": "Not pregnant: test negative today"},
+        {"type": "baseline"},
+        {"type": "start"},
+        {"type": "sedation", "scale": "rass", "score": -1},
+        {"type": "pain", "score": 4},
+        {"type": "effects", "effects": ["dizziness", "nausea"], "note": "mild"},
+        {"type": "rescue", "drug": "ondansetron", "dose_mg": 4, "route": "IV"},
+        {"type": "pause", "reason": "patient request"},
+        {"type": "resume"},
+        {"type": "stop", "reason": "course complete"},
+        {"type": "discharge"},
+    ]
+    for i, step in enumerate(steps):
+        reply = await c.ask(id=i, actor="N5", **step)
+        assert reply["ok"], (step, reply)
+    actions = [e.data["action"] for e in bed.of("session", actor="N5")]
+    assert actions == ["admitted", "order_set", "checklist", "override", "baseline_captured", "started", "paused", "resumed",
+                       "stopped", "discharged"]
+    assert bed.of("session", action="override", rule_id="checklist.pregnancy", reason="Not pregnant: test negative today")
+    assert [e.data["type"] for e in bed.of("observation", actor="N5")] == ["sedation", "pain", "effects", "rescue"]
+    # Alarm commands: with nothing sounding the engine says so, in words.
+    for kind, extra in (("audio_pause", {}), ("ack", {"rule_id": "vital.hr_high"}), ("reset", {"rule_id": "vital.hr_high"})):
+        reply = await c.ask(type=kind, id=kind, actor="N5", **extra)
+        assert reply["ok"] is False and ("No alarm" in reply["error"]), reply
+    assert r.AudioPause.__name__ in {e.data["action"] for e in bed.of("rejected")}
+    await c.close()

@@ -1,0 +1,86 @@
+"""Screenshots of the main screen at the Pi console size (80x24) and a larger screen (120x40),
+in normal, medium-alarm and high-alarm states. The data is a real engine's output on a
+FakeClock, injected into an unconnected app with a frozen clock and flashing off, so every
+run draws the same screen. Update with ``pytest tests/dashboard --snapshot-update`` and look
+at the SVGs before committing them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from monitord import readings as r
+from monitord.clock import FakeClock
+from monitord.config import load_config
+from monitord.dashboard.app import DashboardApp
+from monitord.engine import Engine
+from monitord.link.server import DashboardServer
+from monitord.loop import RuleLoop
+
+V = r.Vital
+
+
+def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(hello, snapshot, log events) after 20 min of a running infusion, then ``state``."""
+    config = load_config(overrides={"mqtt": {"enabled": False}})
+    clock = FakeClock()
+    engine = Engine(config, clock)
+    server = DashboardServer(config, engine, RuleLoop(engine, 1.0), socket_path="/nonexistent/unused.sock")
+    events: list[dict[str, Any]] = []
+    engine.subscribe(lambda e: events.append(e.to_dict()))
+    engine.submit(r.Admit("P-1001", 70.0, 45, "RN12"))
+    engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "RN12", syringe_ml=50.0))
+    for i in range(41):  # every 30 s for 20 min
+        engine.submit(r.VitalsReading("monitor", {V.HR: 72 + (i * 7) % 9, V.SPO2: 97 + i % 2, V.RR: 14 + i % 3,
+                                                  V.ETCO2: 37 + i % 4}))
+        engine.submit(r.PumpReading("pump", r.PumpState.RUNNING, 35.0, i * 0.3, drug="ketamine",
+                                    concentration_mg_ml=1.0, syringe_ml=50.0))
+        if i % 10 == 0:
+            engine.submit(r.VitalsReading("monitor", {V.SBP: 122 + i // 10, V.DBP: 78, V.MAP: 93}))
+        if i == 1:
+            engine.submit(r.CaptureBaseline("RN12"))
+            engine.submit(r.StartInfusion("RN12"))
+        if i == 30:
+            engine.submit(r.SedationScore(r.SedationScale.RASS, -1, "RN12"))
+            engine.submit(r.PainScore(4, "RN12"))
+        if i < 40:
+            clock.advance(30)
+    if state in ("medium", "high"):
+        for _ in range(3):
+            clock.advance(6)
+            engine.submit(r.VitalsReading("monitor", {V.HR: 131, V.SPO2: 80 if state == "high" else 96, V.RR: 14,
+                                                      V.ETCO2: 38}))
+    return server.hello(), engine.snapshot(), [e for e in events if e["kind"] not in ("vitals", "infusion")]
+
+
+def app_with(state: str) -> tuple[DashboardApp, Any]:
+    hello, snapshot, events = bed_data(state)
+    app = DashboardApp(connect=False, nurse="RN12", clock=lambda: 50_000.0, flash=False, sound=False)
+
+    async def inject(pilot: Pilot[Any]) -> None:
+        app.apply_hello(hello)
+        app.apply_snapshot(snapshot)
+        for ev in events:
+            app.apply_event(ev)
+        await pilot.pause()
+
+    return app, inject
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("state", ["normal", "medium", "high"])
+def test_main_screen(snap_compare: Any, state: str, size: tuple[int, int]) -> None:
+    app, inject = app_with(state)
+    assert snap_compare(app, terminal_size=size, run_before=inject)
+
+
+def test_snapshot_states_differ_as_intended() -> None:
+    """Guards the fixtures themselves: the three states show what their names say."""
+    _, normal, _ = bed_data("normal")
+    _, medium, _ = bed_data("medium")
+    _, high, _ = bed_data("high")
+    assert normal["alarms"] == []
+    assert [a["priority"] for a in medium["alarms"]] == ["medium"]
+    assert high["alarms"][0]["priority"] == "high" and high["audio"]["sounding"] == "high"
