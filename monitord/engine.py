@@ -165,7 +165,7 @@ class Engine:
         st = self.state
         st.device_seen_mono[item.device] = now
         st.device_roles[item.device] = r.DeviceRole.MONITOR
-        accepted: dict[str, Any] = {}
+        accepted: dict[str, float | None] = {}
         discarded: dict[str, float] = {}
         new_nibp = False
         for vital, value in item.values.items():
@@ -185,10 +185,10 @@ class Engine:
                     # The same measurement repeated in a later frame: keep its original arrival time.
                     now_for = prev.mono
                     st.vitals[vital] = VitalValue(value, now_for, item.quality, measured)
-                    accepted[vital.value] = {"value": value, "unit": r.VITAL_UNITS[vital], "quality": item.quality.value}
+                    accepted[vital.value] = value
                     continue
             st.vitals[vital] = VitalValue(value, now, item.quality, measured)
-            accepted[vital.value] = {"value": value, "unit": r.VITAL_UNITS[vital], "quality": item.quality.value}
+            accepted[vital.value] = value
         if new_nibp:
             st.nibp_mono = now
         self._emit(
@@ -196,6 +196,7 @@ class Engine:
             {
                 "device": item.device,
                 "values": accepted,
+                "quality": item.quality.value,
                 "discarded": discarded,
                 "new_nibp": new_nibp,
                 "device_time": _iso(item.device_time),

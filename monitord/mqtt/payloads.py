@@ -16,7 +16,7 @@ from monitord import __version__
 from monitord.events import Event, EventKind
 from monitord.mqtt import mdc
 from monitord.mqtt import topics as t
-from monitord.readings import Vital
+from monitord.readings import VITAL_UNITS, Vital
 
 SCHEMA_VERSION = 1
 
@@ -166,7 +166,10 @@ def vitals_event(ev: Event) -> dict[str, Any]:
         "device_time": d.get("device_time"),
         "nibp_time": d.get("nibp_time"),
         "new_nibp": bool(d.get("new_nibp")),
-        "values": {name: _vital(name, v) for name, v in d.get("values", {}).items()},
+        "values": {
+            name: _vital(name, {"value": v, "unit": VITAL_UNITS[Vital(name)], "quality": d.get("quality")})
+            for name, v in d.get("values", {}).items()
+        },
         "discarded": dict(d.get("discarded", {})),
     }
 

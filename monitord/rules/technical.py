@@ -85,6 +85,7 @@ def nibp_overdue(state: BedState, now: float, cfg: Config) -> Finding | None:
 OUTPUTS = {
     "store": (Priority.HIGH, "records are not being kept (disk full, read-only or database lost)"),
     "mqtt": (Priority.LOW, "central stations are not receiving this bed (alarm-defaults.md s6)"),
+    "dashboard": (Priority.LOW, "the bedside screen cannot connect; monitoring and MQTT continue"),
 }
 
 

@@ -91,14 +91,14 @@ class BatchWriter:
             base = {"bed_id": ev.bed_id, "session_id": sid, "seq": ev.seq, "time": ev.time}
             if ev.kind is EventKind.VITALS:
                 values = d.get("values", {})
-                row = base | {"source": "vitals", "device": d.get("device"), "quality": None}
+                quality = d.get("quality")
+                row = base | {"source": "vitals", "device": d.get("device"), "quality": quality}
                 for name, v in values.items():
-                    if name in VITAL_COLUMNS and isinstance(v, dict):
-                        row[name] = v.get("value")
-                        row["quality"] = row["quality"] or v.get("quality")
-                        if v.get("value") is not None and v.get("quality") != "invalid":
+                    if name in VITAL_COLUMNS:
+                        row[name] = v
+                        if v is not None and quality != "invalid":
                             key = (name, bucket_start(ev.time, self.trend_interval_s))
-                            trends[key].append(float(v["value"]))
+                            trends[key].append(float(v))
                             trend_session[key] = sid
                 rows[m.Reading].append(row)
             elif ev.kind is EventKind.INFUSION:

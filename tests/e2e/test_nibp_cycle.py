@@ -21,6 +21,6 @@ async def test_nibp_arrives_on_its_cycle_and_hr_spo2_in_every_frame() -> None:
     gap = later[1].mono - later[0].mono
     assert 3.0 <= gap <= 5.0
     assert all(e.data["nibp_time"] is not None for e in later)
-    assert [e.data["values"]["sbp"]["value"] for e in later] == [118, 118]
+    assert [e.data["values"]["sbp"] for e in later] == [118, 118]
     # NIBP is not reported as new between measurements
     assert len(new) <= 3
