@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from monitord.config import ConfigError, load_config
+from monitord.config import load_or_report
 from monitord.rules import rules_markdown
 
 
@@ -19,10 +19,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from monitord.daemon import run_daemon
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return 2
     asyncio.run(run_daemon(config))
     return 0
@@ -33,10 +31,8 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(Path(args.file))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = load_or_report(Path(args.file))
+    if config is None:
         return 1
     print(f"{args.file}: OK (bed {config.bed.id}, care area {config.bed.care_area.value})")
     return 0
@@ -47,10 +43,8 @@ def _rules_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return 2
     sys.stdout.write(rules_markdown(config))
     return 0

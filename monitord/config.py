@@ -327,3 +327,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         data = merge(data, overrides)
     return parse_config(data, origin)
+
+
+def load_or_report(path: str | Path | None) -> Config | None:
+    """``load_config`` for a command line: on error, print the message to stderr and return None."""
+    import sys
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None

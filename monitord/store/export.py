@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from sqlalchemy import Connection, select
 
-from monitord.config import ConfigError, load_config
+from monitord.config import load_or_report
 from monitord.store import models as m
 from monitord.store.database import open_database
 from monitord.store.store import response_of
@@ -38,10 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return 2
     opened = open_database(config, repair=False)
     try:
