@@ -423,15 +423,18 @@ class Demo:
 
 def main(args: argparse.Namespace) -> int:
     demo = Demo(args)
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A closed terminal (SIGHUP) must stop the children as surely as Ctrl-C or SIGTERM.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     try:
         return demo.run()
     except KeyboardInterrupt:
         return 0
     finally:
         demo.cleanup()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

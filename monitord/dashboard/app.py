@@ -126,6 +126,8 @@ class DashboardApp(App[int]):
         Binding("i", "session", "Infusion"),
         Binding("t", "trend", "Trend"),
         Binding("u", "nurse", "Nurse"),
+        # Ctrl-C quits as in any terminal program; on the bedside tty systemd starts it again.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("up", "select(-1)", "Select alarm", show=False),
         Binding("down", "select(1)", "Select alarm", show=False),
     ]

@@ -58,6 +58,7 @@ class Writer:
         self._inflight: list[Event] = []
         self._checkpoints: deque[tuple[int, dict[str, Any]]] = deque(maxlen=KEEP_CHECKPOINTS)
         self._first_at: float | None = None  # when the oldest pending event was queued
+        self._urgent = False  # an alarm transition is queued: commit as soon as its checkpoint comes
         self._cond = threading.Condition()
         self._stopping = False
         self._give_up_at: float | None = None
@@ -73,11 +74,18 @@ class Writer:
             self._pending.append(event)
             if self._first_at is None:
                 self._first_at = time.monotonic()
+            if event.kind is EventKind.ALARM:
+                self._urgent = True
             self._cond.notify()
 
     def put_checkpoint(self, seq: int, cp: dict[str, Any]) -> None:
         with self._cond:
             self._checkpoints.append((seq, cp))
+            if self._urgent:
+                # Alarm transitions go to disk (and so to central stations) without waiting
+                # out the flush interval; readings keep their batching.
+                self._urgent = False
+                self._first_at = time.monotonic() - self.flush_interval_s
             self._cond.notify()
 
     def _drop_one_reading(self) -> None:
