@@ -62,7 +62,7 @@ def synthetic(n: int, start_seq: int, clock: FakeClock) -> list[Event]:
             data = dict(inf.data, volume_infused_ml=round(i / 2 * 35 / 3600, 4), cumulative_mg=round(i / 2 * 35 / 3600, 4))
             out.append(replace(inf, seq=seq, time=t, mono=1000.0 + i / 2, data=data))
         else:
-            values = {k: dict(v, value=70.0 + (i % 13)) for k, v in vit.data["values"].items()}
+            values = {k: 70.0 + (i % 13) for k in vit.data["values"]}
             out.append(replace(vit, seq=seq, time=t, mono=1000.0 + i / 2, data=dict(vit.data, values=values)))
     return out
 

@@ -215,7 +215,7 @@ class DevicesConfig(Strict):
 class StoreConfig(Strict):
     url: str | None = None  # None: SQLite file in state_dir
     state_dir: str = "/var/lib/monitord"
-    raw_retention_h: Positive = 168.0
+    raw_retention_h: Positive = 24.0
     trend_interval_s: Positive = 60.0
     batch_max: Annotated[int, Field(gt=0)] = 500
     flush_interval_s: Positive = 0.5
