@@ -36,9 +36,20 @@ async def run_daemon(config: Config, clock: Clock | None = None) -> None:
     loop = RuleLoop(engine, config.watchdog.tick_s)
     store.attach(engine, loop)  # subscribes before any new event; reports its health to the loop
 
+    lookups: set[asyncio.Task[None]] = set()
+
+    async def count_treatments(patient_id: str) -> None:
+        try:
+            loop.put(TreatmentCount(await asyncio.to_thread(store.treatment_count, patient_id)))
+        except Exception:  # the course rule then stays silent; the store reports its own health
+            log.exception("treatment count for %s failed", patient_id)
+
     def on_event(event: Event) -> None:
+        # The registry is on disk: look it up off the rule loop, then feed the count back in.
         if event.kind is EventKind.SESSION and event.data.get("action") == "admitted":
-            loop.put(TreatmentCount(store.treatment_count(event.data["patient"]["id"])))
+            task = asyncio.create_task(count_treatments(event.data["patient"]["id"]))
+            lookups.add(task)
+            task.add_done_callback(lookups.discard)
 
     engine.subscribe(on_event)
 

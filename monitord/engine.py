@@ -489,7 +489,8 @@ class Engine:
         if len(item.reason.strip()) < 3:
             raise Refused("An override needs a reason")
         self.state.overrides[item.rule_id] = item.reason.strip()
-        self._session_event("override", actor, rule_id=item.rule_id, reason=item.reason.strip())
+        self._session_event("override", actor, rule_id=item.rule_id, reason=item.reason.strip(),
+                            entered_by=item.entered_by.strip() or actor)
 
     def _checklist(self, item: r.ChecklistAnswers, now: float) -> None:
         self._need_patient()

@@ -236,11 +236,13 @@ class CaptureBaseline:
 
 @dataclass(frozen=True, slots=True)
 class Override:
-    """A physician's recorded override of a soft limit or a checklist contraindication."""
+    """A physician's recorded override of a soft limit or a checklist contraindication.
+    ``actor`` is the physician who decided; ``entered_by`` the staff member who typed it."""
 
     rule_id: str
     actor: str
     reason: str
+    entered_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,7 +133,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "audio_pause": CommandSpec(r.AudioPause, _ACTOR, {}),
     "reset": CommandSpec(r.ResetAlarm, {"rule_id": _str, **_ACTOR}, {}),
     "checklist": CommandSpec(r.ChecklistAnswers, {"answers": _answers, **_ACTOR}, {}),
-    "override": CommandSpec(r.Override, {"rule_id": _str, "reason": _str, **_ACTOR}, {}),
+    "override": CommandSpec(r.Override, {"rule_id": _str, "reason": _str, **_ACTOR}, {"entered_by": _str}),
 }
 
 _ENVELOPE = {"type", "id"}
