@@ -124,6 +124,7 @@ class ScenarioRunner:
         speed: float = 1.0,
         steps: StepSink | None = None,
         workdir: str | Path | None = None,
+        ne500_safe_mode: bool = False,
         tick_s: float = 0.05,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -136,6 +137,7 @@ class ScenarioRunner:
         self.pump_protocol = pump if pump_port else None
         self.pump_port = pump_port if pump else None
         self.monitor_port = monitor_port
+        self.ne500_safe_mode = ne500_safe_mode
         self.speed = speed
         self.steps = steps
         self.tick_s = tick_s
@@ -204,7 +206,8 @@ class ScenarioRunner:
             else:
                 from simulators.pump_ne500_sim import Ne500PumpSim
 
-                self.pump_sim = Ne500PumpSim(self.model, self.endpoint, seed=self.scenario.seed)
+                self.pump_sim = Ne500PumpSim(self.model, self.endpoint, seed=self.scenario.seed,
+                                             safe=self.ne500_safe_mode)
             self._tasks.append(asyncio.create_task(self.pump_sim.run(), name="pump-sim"))
             self.ports.pump = self.endpoint.url
             self.ports.pump_protocol = self.pump_protocol

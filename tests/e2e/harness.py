@@ -84,7 +84,7 @@ class Bed:
         assert ended, "the scenario did not run to its end"
 
 
-def bed_config(scenario: Scenario, ports: Any, pump: str | None) -> Config:
+def bed_config(scenario: Scenario, ports: Any, pump: str | None, safe: bool = False) -> Config:
     devices: dict[str, Any] = {
         "monitor": {"driver": "datex", "serial": {"port": ports.monitor}, "poll_interval_s": 1.0,
                     "timeout_s": MONITOR_TIMEOUT_S},
@@ -92,6 +92,8 @@ def bed_config(scenario: Scenario, ports: Any, pump: str | None) -> Config:
     if pump is not None:
         devices["pump"] = {"driver": pump, "serial": {"port": ports.pump}, "poll_interval_s": 0.5,
                            "timeout_s": PUMP_TIMEOUT_S}
+        if safe:
+            devices["pump"]["ne500_safe_mode"] = True
     # the scenario may tune clinical settings; the devices are this rig's
     over = merge(scenario.config_overrides, {"devices": devices, "mqtt": {"enabled": False}})
     return load_config(None, overrides=over)
@@ -99,7 +101,10 @@ def bed_config(scenario: Scenario, ports: Any, pump: str | None) -> Config:
 
 @contextlib.asynccontextmanager
 async def running_bed(name: str, pump: str | None = "modbus", *, start: bool = True) -> AsyncIterator[Bed]:
-    """Open the simulators and the bed; once both links are up, play the scenario ``name``."""
+    """Open the simulators and the bed; once both links are up, play the scenario ``name``.
+    ``pump`` is a protocol name; "ne500-safe" is the NE-500 in safe mode (CRC framing)."""
+    safe = pump == "ne500-safe"
+    pump = "ne500" if safe else pump
     scenario = load_scenario(SCENARIOS / f"{name}.toml")
     engine_box: list[RuleLoop] = []
 
@@ -107,13 +112,13 @@ async def running_bed(name: str, pump: str | None = "modbus", *, start: bool = T
         await engine_box[0].command(step_input(step))
 
     runner = ScenarioRunner(scenario, pump=pump, pump_port="pty" if pump else None, monitor_port="pty",
-                            steps=to_engine)
+                            steps=to_engine, ne500_safe_mode=safe)
     ports = await runner.open()
     tasks: list[asyncio.Task[Any]] = []
     drivers: list[Driver] = []
     bed: Bed | None = None
     try:
-        config = bed_config(scenario, ports, pump)
+        config = bed_config(scenario, ports, pump, safe)
         engine = Engine(config, SystemClock())
         events: list[Event] = []
         engine.subscribe(events.append)

@@ -8,7 +8,7 @@ from monitord.events import EventKind
 from tests.e2e.harness import running_bed
 
 
-@pytest.mark.parametrize("pump", ["modbus", "ne500"])
+@pytest.mark.parametrize("pump", ["modbus", "ne500", "ne500-safe"])
 async def test_normal_course_reads_both_devices_computes_dose_and_stays_quiet(pump: str) -> None:
     async with running_bed("normal", pump) as bed:
         await bed.finish()
