@@ -8,7 +8,8 @@ Rules report which conditions are present; ``AlarmManager.update`` turns that in
   silences every alarm sounding now for a disclosed time, never one that arises later;
 - an alarm nobody answers rises one priority after ``escalate_after_s`` (high is the top).
 Every transition is emitted with a gapless per-bed ``alarm_seq`` and who acted.
-Advisories are shown and recorded but never sound and never escalate.
+Advisory-priority conditions are shown and recorded but never sound; advisory-kind rules
+(reminders, course review) sound at their priority but never escalate.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class Alarm:
 
     @property
     def sounds(self) -> bool:
-        return self.rule.kind is not Kind.ADVISORY and self.inactivation is Inactivation.ENABLED
+        """Advisory priority is shown only; low and up sound (a low reminder too) until silenced."""
+        return self.priority is not Priority.ADVISORY and self.inactivation is Inactivation.ENABLED
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -152,6 +152,13 @@ def test_acknowledged_alarm_does_not_escalate() -> None:
     assert h.at(1000, "a") == []
 
 
+def test_low_priority_reminder_sounds_but_does_not_escalate() -> None:
+    h = Harness(rule("reminder", Priority.LOW, Kind.ADVISORY))
+    h.at(0, "reminder")
+    assert h.m.sounding() is Priority.LOW
+    assert h.at(10_000, "reminder") == []
+
+
 def test_advisory_neither_sounds_nor_escalates() -> None:
     h = Harness(rule("a", Priority.ADVISORY, Kind.ADVISORY))
     h.at(0, "a")
