@@ -483,7 +483,7 @@ class Engine:
     def _override(self, item: r.Override, now: float) -> None:
         self._need_patient()
         actor = self._need_actor(item.actor)
-        overridable = {"dose.soft_max_icu"} | {f"checklist.{c.id}" for c in self.config.checklist if c.kind == "contraindication"}
+        overridable = self.overridable()
         if item.rule_id not in overridable:
             raise Refused(f"'{item.rule_id}' cannot be overridden (overridable: {', '.join(sorted(overridable))})")
         if len(item.reason.strip()) < 3:
@@ -491,6 +491,13 @@ class Engine:
         self.state.overrides[item.rule_id] = item.reason.strip()
         self._session_event("override", actor, rule_id=item.rule_id, reason=item.reason.strip(),
                             entered_by=item.entered_by.strip() or actor)
+
+    def overridable(self) -> set[str]:
+        """Rule ids a physician may override with a recorded reason: the ICU soft dose limit and
+        checklist contraindications. Hard limits and everything else cannot be overridden."""
+        return {"dose.soft_max_icu"} | {
+            f"checklist.{c.id}" for c in self.config.checklist if c.kind == "contraindication"
+        }
 
     def _checklist(self, item: r.ChecklistAnswers, now: float) -> None:
         self._need_patient()

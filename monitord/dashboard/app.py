@@ -37,6 +37,7 @@ TREND_WINDOWS_MIN = (30, 60, 120, 240)
 TILES = (("hr", "HR"), ("nibp", "NIBP"), ("spo2", "SpO2"), ("rr", "RR"), ("etco2", "EtCO2"))
 UNITS = {"hr": "/min", "nibp": "mmHg", "spo2": "%", "rr": "/min", "etco2": "mmHg"}
 TREND_KEY = {"hr": "hr", "nibp": "sbp", "spo2": "spo2", "rr": "rr", "etco2": "etco2"}
+LOG_STYLES = {"high": "bold red", "medium": "bold yellow", "low": "cyan", "refused": "bold red", "warning": "bold"}
 # NIBP lives one cycle: this default only applies until the daemon's hello gives the real limits.
 DEFAULT_STALE_S = {"sbp": 450.0, "dbp": 450.0, "map": 450.0}
 
@@ -68,6 +69,8 @@ Screen { layout: vertical; }
 .-console .tile.-medium { border: ascii yellow; }
 .-console .tile.-low { border: ascii cyan; }
 .-console .tile.-stale { border: ascii $panel-lighten-2; }
+/* Scrollbars are drawn with block glyphs the console font lacks; the log follows the newest line. */
+.-console #events { scrollbar-size: 0 0; }
 ModalScreen { align: center middle; }
 .dialog { width: 76; max-height: 22; height: auto; border: thick $accent; background: $surface; padding: 0 1; }
 .-console .dialog { border: ascii $accent; }
@@ -126,6 +129,8 @@ class DashboardApp(App[int]):
         Binding("i", "session", "Infusion"),
         Binding("t", "trend", "Trend"),
         Binding("u", "nurse", "Nurse"),
+        # Shown only while the selected alarm is one a physician may override (check_action).
+        Binding("o", "override", "Override"),
         # Ctrl-C quits as in any terminal program; on the bedside tty systemd starts it again.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("up", "select(-1)", "Select alarm", show=False),
@@ -163,6 +168,7 @@ class DashboardApp(App[int]):
         self.tz: tzinfo | None = ZoneInfo("UTC")
         self._flash_tick = 0
         self._mounted = False
+        self._can_override = False
         self._started = clock()
         self.link: LinkClient | None = None
         if connect:
@@ -275,10 +281,9 @@ class DashboardApp(App[int]):
             if seq in self.seen_seqs:
                 return
             self.seen_seqs.add(seq)
-        text, style = fmt.event_line(ev)
-        styles = {"high": "bold red", "medium": "bold yellow", "low": "cyan", "refused": "bold red", "info": ""}
+        text, style = fmt.event_line(ev, self.tz)
         line = Text(f"{fmt.clock_time(ev.get('time'), self.tz)} ")
-        line.append(text, style=styles.get(style, ""))
+        line.append(text, style=LOG_STYLES.get(style, ""))
         self.query_one("#events", RichLog).write(line)
 
     # -- config from hello ----------------------------------------------------------------------
@@ -390,8 +395,10 @@ class DashboardApp(App[int]):
         window = self.trend_minutes * 60.0
         now = self.clock()
         for tile in self.query(VitalTile):
-            width = max(0, tile.content_region.width)
-            trend = trend_text(self.trends[TREND_KEY[tile.key]], now, window, width, self.console_mode)
+            points = self.trends[TREND_KEY[tile.key]]
+
+            def trend(width: int, points: deque[tuple[float, float]] = points) -> str:
+                return trend_text(points, now, window, width, self.console_mode)
             if tile.key == "nibp":
                 sbp, age, stale, q = self._vital(snap, "sbp", alive)
                 dbp, _, _, _ = self._vital(snap, "dbp", alive)
@@ -418,8 +425,13 @@ class DashboardApp(App[int]):
         if self.flash:
             # IEC 60601-1-8 (alarm-defaults.md s1): high ~2 Hz, medium ~0.67 Hz, 50 % on; low steady.
             flash_on = {"high": self._flash_tick % 2 == 0, "medium": (self._flash_tick // 3) % 2 == 0}
+        selected = self._selected_alarm()
+        can_override = selected is not None and self.overridable(str(selected.get("rule_id")))
         widget = self.query_one(AlarmList)
-        widget.show(alarms, self.selected, flash_on, max(1, widget.content_region.width))
+        widget.show(alarms, self.selected, flash_on, hint="o: physician override" if can_override else "")
+        if can_override != self._can_override:
+            self._can_override = can_override
+            self.refresh_bindings()
 
     def _flash(self) -> None:
         self._flash_tick += 1
@@ -454,6 +466,25 @@ class DashboardApp(App[int]):
 
     async def action_audio_pause(self) -> None:
         await self._quick("audio_pause")
+
+    def _selected_alarm(self) -> dict[str, Any] | None:
+        alarms = self._alarms()
+        return alarms[min(self.selected, len(alarms) - 1)] if alarms else None
+
+    def overridable(self, rule_id: str) -> bool:
+        """Whether the daemon accepts a physician override for this alarm (hello's list)."""
+        return rule_id in self._cfg.get("overridable", [])
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "override":
+            alarm = self._selected_alarm()
+            return alarm is not None and self.overridable(str(alarm.get("rule_id")))
+        return True
+
+    def action_override(self) -> None:
+        alarm = self._selected_alarm()
+        if alarm is not None and self.overridable(str(alarm.get("rule_id"))):
+            self.push_screen(modals.OverrideModal(str(alarm["rule_id"]), str(alarm.get("message", ""))))
 
     def action_select(self, step: int) -> None:
         n = len(self._alarms())

@@ -3,6 +3,7 @@ Pure functions, so the screen and its tests agree on every word."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -69,30 +70,77 @@ def clock_time(iso: str | None, tz: tzinfo | None) -> str:
     return (t.astimezone(tz) if tz else t).strftime("%H:%M:%S")
 
 
+# Event-log words for the engine's identifiers (docs/events.md).
+VITAL_LABEL = {"hr": "HR", "pulse": "Pulse", "sbp": "SBP", "dbp": "DBP", "map": "MAP", "spo2": "SpO2",
+               "rr": "RR", "etco2": "EtCO2", "temp": "Temp"}
+TRANSITION_LABEL = {"audio_paused": "audio paused", "audio_pause_ended": "audio pause ended"}
+LINK_LABEL = {"silent": "SILENT (no reply)", "garbled": "GARBLED (unreadable data)",
+              "reconnecting": "LOST, reconnecting"}
+# Transitions that call for attention; the others (ack, pause, clear, reset) are shown plain.
+ATTENTION = ("raised", "reactivated", "escalated", "latched")
+
+
+def words(identifier: object) -> str:
+    """``near_empty`` -> ``near empty``; ``SetOrder`` -> ``set order``."""
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(identifier))
+    return text.replace("_", " ").lower()
+
+
+def amount(value: object) -> str:
+    """A number without noise (``35.0`` -> ``35``); anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "?" if value is None else str(value)
+    return f"{value:g}"
+
+
+def _rest(d: dict[str, Any], skip: tuple[str, ...]) -> str:
+    """Fields of an event kind this screen has no words for, so nothing is hidden."""
+    rest = ", ".join(f"{words(k)} {v}" for k, v in d.items() if k not in skip and v not in (None, "", [], {}))
+    return f": {rest}" if rest else ""
+
+
+def _total(d: dict[str, Any]) -> str:
+    t = f"total {amount(d.get('cumulative_mg'))} mg"
+    return t + (f" over {duration(d['infusion_time_s'])}" if d.get("infusion_time_s") is not None else "")
+
+
 def _session_text(d: dict[str, Any]) -> str:
     action = d.get("action", "?")
     if action == "admitted":
         p = d.get("patient") or {}
-        return f"Admitted {p.get('id')} {p.get('weight_kg')} kg, {p.get('age_years')} y"
+        flags = "".join(f", {f}" for f in ("elderly", "comorbid") if p.get(f))
+        return f"Admitted {p.get('id')}, {amount(p.get('weight_kg'))} kg, {p.get('age_years')} y{flags}"
     if action == "order_set":
         o = d.get("order") or {}
-        return (f"Order {o.get('drug')} {o.get('concentration_mg_ml')} mg/mL at {o.get('rate_ml_h')} mL/h "
-                f"= {d.get('dose_rate_mg_kg_h')} mg/kg/h, bolus {o.get('bolus_mg')} mg")
+        bolus = f"bolus {amount(o['bolus_mg'])} mg" if o.get("bolus_mg") else "no bolus"
+        if o.get("bolus_mg") and d.get("bolus_mg_kg") is not None:
+            bolus += f" ({amount(d['bolus_mg_kg'])} mg/kg)"
+        syringe = f", {amount(o['syringe_ml'])} mL syringe" if o.get("syringe_ml") else ""
+        return (f"Order {o.get('drug')} {amount(o.get('concentration_mg_ml'))} mg/mL at "
+                f"{amount(o.get('rate_ml_h'))} mL/h = {amount(d.get('dose_rate_mg_kg_h'))} mg/kg/h, {bolus}{syringe}")
     if action == "baseline_captured":
-        base = ", ".join(f"{k.upper()} {v:g}" for k, v in (d.get("baseline") or {}).items())
-        return f"Baseline captured: {base}"
+        base = ", ".join(f"{VITAL_LABEL.get(k, k)} {amount(v)}" for k, v in (d.get("baseline") or {}).items())
+        return f"Baseline captured{' at start' if d.get('at_start') else ''}: {base or 'none'}"
     if action == "override":
-        return f"Override {d.get('rule_id')}: {d.get('reason')}"
+        who = f"by {d.get('actor')}"
+        if d.get("entered_by") and d.get("entered_by") != d.get("actor"):
+            who += f", entered by {d['entered_by']}"
+        return f"Physician override of {d.get('rule_id')} {who}: {d.get('reason')}"
     if action == "checklist":
         answers = d.get("answers") or {}
         yes = [k for k, v in answers.items() if v]
         return f"Checklist: {len(answers)} answered, yes: {', '.join(yes) or 'none'}"
+    if action == "treatment_count":
+        return f"Treatments in last 12 months: {d.get('count')}"
+    if action in ("started", "resumed"):
+        return f"Infusion {action}"
+    if action == "paused":
+        return "Infusion paused" + (f": {d['reason']}" if d.get("reason") else "")
     if action == "stopped":
-        return f"Infusion stopped ({d.get('reason') or 'no reason'}), total {d.get('cumulative_mg')} mg"
+        return f"Infusion stopped ({d.get('reason') or 'no reason given'}), {_total(d)}"
     if action == "discharged":
-        return f"Discharged {d.get('patient_id')}, total {d.get('cumulative_mg')} mg"
-    reason = f" ({d['reason']})" if d.get("reason") else ""
-    return f"Infusion {action}{reason}" if action in ("started", "paused", "resumed") else f"{action}"
+        return f"Discharged {d.get('patient_id')}, {_total(d)}"
+    return words(action).capitalize() + _rest(d, ("action", "actor"))
 
 
 def _observation_text(d: dict[str, Any]) -> str:
@@ -102,34 +150,71 @@ def _observation_text(d: dict[str, Any]) -> str:
     if kind == "pain":
         return f"Pain {d.get('score')}/10"
     if kind == "effects":
-        effects = ", ".join(e.replace("_", " ") for e in d.get("effects", [])) or "none"
+        effects = ", ".join(words(e) for e in d.get("effects", [])) or "none (resolved)"
         return f"Effects: {effects}" + (f" ({d['note']})" if d.get("note") else "")
     if kind == "rescue":
-        return f"Rescue {d.get('drug')} {d.get('dose_mg')} mg {d.get('route')}"
-    return str(kind)
+        reason = f" ({d['reason']})" if d.get("reason") else ""
+        return f"Rescue {d.get('drug')} {amount(d.get('dose_mg'))} mg {d.get('route')}{reason}"
+    return words(kind).capitalize() + _rest(d, ("type", "actor"))
 
 
-def event_line(ev: dict[str, Any]) -> tuple[str, str]:
-    """One event-log line and its style class (``high``/``medium``/``low``/``refused``/``info``)."""
-    d, kind = ev.get("data", {}), ev.get("kind")
+def _system_text(d: dict[str, Any], tz: tzinfo | None) -> tuple[str, str]:
+    action = d.get("action")
+    if action == "started":
+        devices = ", ".join(d.get("devices") or []) or "no devices"
+        return f"Monitoring started ({devices})", "info"
+    if action == "stopping":
+        return "Monitoring stopping", "warning"
+    if action == "recovered":
+        span = f" ({clock_time(d.get('down_from'), tz)} to {clock_time(d.get('down_to'), tz)})" if d.get("down_from") else ""
+        status = f", bed {d['status']}" if d.get("status") else ""
+        return f"Monitoring resumed after {age(d.get('downtime_s'))} down{span}{status}", "warning"
+    if action == "output_status":
+        if d.get("ok"):
+            return f"Output {d.get('component')} working again", "info"
+        return f"OUTPUT FAULT {d.get('component')}: {d.get('detail') or 'failed'}", "refused"
+    if action == "store_reset":
+        return (f"EVENT STORE RESET ({d.get('reason')}): old records moved to {d.get('moved_to')}", "refused")
+    if action == "mqtt_command_refused":
+        who = "/".join(str(x) for x in (d.get("station"), d.get("user")) if x) or "unknown station"
+        alarm = f" for {d['rule_id']}" if d.get("rule_id") else ""
+        return f"Central station command{alarm} from {who} refused: {d.get('reason')}", "refused"
+    return f"System {words(action)}" + _rest(d, ("action",)), "info"
+
+
+def _alarm_text(d: dict[str, Any], by: str) -> tuple[str, str]:
+    transition = d.get("transition")
+    text = (f"{priority_label(d.get('priority'))} {TRANSITION_LABEL.get(str(transition), transition)}{by}: "
+            f"{d.get('message')} ({d.get('rule_id')})")
+    return text, (d.get("priority") or "info") if transition in ATTENTION else "info"
+
+
+def event_line(ev: dict[str, Any], tz: tzinfo | None = None) -> tuple[str, str]:
+    """One event-log line and its style (``high``/``medium``/``low``/``advisory``/``refused``/
+    ``warning``/``info``). ``tz`` is for times inside the event (a recovery's downtime)."""
+    d, kind = ev.get("data") or {}, ev.get("kind")
     actor = d.get("actor")
     by = f" [{actor}]" if actor and actor != "system" else ""
     if kind == "alarm":
-        text = f"{priority_label(d.get('priority'))} {d.get('transition')}: {d.get('message')} ({d.get('rule_id')})"
-        style = d.get("priority", "info") if d.get("transition") in ("raised", "reactivated", "escalated") else "info"
-        return text + by, style
+        return _alarm_text(d, f" by {actor}" if by else "")
     if kind == "session":
-        return _session_text(d) + by, "info"
+        return _session_text(d) + ("" if d.get("action") == "override" else by), "info"
     if kind == "observation":
         return _observation_text(d) + by, "info"
     if kind == "rejected":
-        return f"REFUSED {d.get('action')}: {d.get('reason')}" + by, "refused"
+        return f"NOT RECORDED: {d.get('reason')} ({words(d.get('action'))}{f' by {actor}' if by else ''})", "refused"
     if kind == "link":
-        return f"{d.get('device')} link {d.get('state')} {d.get('detail') or ''}".rstrip(), "info"
+        state = str(d.get("state"))
+        errors = f", {d['protocol_errors']} protocol errors" if d.get("protocol_errors") else ""
+        detail = f": {d['detail']}" if d.get("detail") else ""
+        return (f"{d.get('device')} ({d.get('role')}) link {LINK_LABEL.get(state, state)}{detail}{errors}",
+                "info" if state == "connected" else "warning")
     if kind == "device_alarm":
-        active = ", ".join(d.get("active", [])) or "cleared"
-        return f"{d.get('device')} reports: {active}", "info"
+        active = ", ".join(words(a) for a in d.get("active") or [])
+        detail = f" ({d['detail']})" if d.get("detail") else ""
+        if not active:
+            return f"{d.get('device')} ({d.get('role')}) device alarms cleared{detail}", "info"
+        return f"{d.get('device')} ({d.get('role')}) reports: {active.upper()}{detail}", "warning"
     if kind == "system":
-        rest = ", ".join(f"{k}={v}" for k, v in d.items() if k != "action")
-        return f"System {d.get('action')}" + (f": {rest}" if rest else ""), "info"
-    return f"{kind}", "info"
+        return _system_text(d, tz)
+    return f"{words(kind).capitalize()}{_rest(d, ())}", "info"

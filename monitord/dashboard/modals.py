@@ -253,8 +253,38 @@ class ChecklistModal(EntryModal):
             already = (self.dash.snapshot or {}).get("overrides", {})
             for cid in contra:
                 if f"checklist.{cid}" not in already:
-                    todo.append(("override", {"rule_id": f"checklist.{cid}", "reason": reason, "actor": physician}))
+                    todo.append(("override", {"rule_id": f"checklist.{cid}", "reason": reason, "actor": physician,
+                                              "entered_by": self.dash.nurse or ""}))
         return todo
+
+
+class OverrideModal(EntryModal):
+    """A physician's override of the selected alarm's soft limit: the physician decides (actor),
+    the nurse on shift types it (entered_by)."""
+
+    def __init__(self, rule_id: str, message: str) -> None:
+        super().__init__()
+        self.rule_id = rule_id
+        self.message = message
+
+    @property
+    def heading(self) -> str:
+        return f"Physician override of {self.rule_id}"
+
+    def fields(self) -> ComposeResult:
+        yield Label(self.message)
+        yield Input(placeholder="physician id (who decided)", id="physician")
+        yield Input(placeholder="reason", id="reason")
+
+    def on_mount(self) -> None:
+        self.query_one("#physician", Input).focus()
+
+    def commands(self) -> list[tuple[str, dict[str, Any]]]:
+        physician, reason = self.text("physician"), self.text("reason")
+        if not physician or not reason:
+            raise EntryError("An override needs the physician's id and the reason")
+        return [("override", {"rule_id": self.rule_id, "reason": reason, "actor": physician,
+                              "entered_by": self.dash.nurse or ""})]
 
 
 class ReasonModal(EntryModal):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.text import Text
@@ -84,17 +84,27 @@ class VitalTile(Vertical):
         self.key = key
         self.ascii_only = console
         self.border_title = title
+        self._trend: Callable[[int], str] | None = None
+
+    def _draw_trend(self) -> None:
+        if self._trend is not None:
+            self.query_one(".tile-trend", Static).update(self._trend(max(0, self.content_region.width)))
+
+    def on_resize(self) -> None:
+        self._draw_trend()
 
     def compose(self) -> ComposeResult:
         yield BigNumber(self.ascii_only, classes="tile-value")
         yield Static("", classes="tile-detail")
         yield Static("", classes="tile-trend")
 
-    def show(self, value: str, detail: str, state: str, trend: str) -> None:
-        """``state``: ``ok``, ``stale``, or the highest alarm priority on this vital."""
+    def show(self, value: str, detail: str, state: str, trend: Callable[[int], str]) -> None:
+        """``state``: ``ok``, ``stale``, or the highest alarm priority on this vital; ``trend``
+        draws the trend line for a width (redrawn when the tile is resized)."""
+        self._trend = trend
         self.query_one(BigNumber).set(value)
         self.query_one(".tile-detail", Static).update(detail)
-        self.query_one(".tile-trend", Static).update(trend)
+        self._draw_trend()
         for cls in ("ok", "stale", "high", "medium", "low", "advisory"):
             self.set_class(cls == state, f"-{cls}")
 
@@ -136,7 +146,16 @@ class AlarmList(Static):
     """Active alarms, highest priority first, one line each; the selected one is marked ``>``
     and its rule source is shown under the list."""
 
-    def show(self, alarms: list[dict[str, Any]], selected: int, flash_on: dict[str, bool], width: int) -> None:
+    _shown: tuple[list[dict[str, Any]], int, dict[str, bool], str] = ([], 0, {}, "")
+
+    def on_resize(self) -> None:
+        self.show(*self._shown)
+
+    def show(self, alarms: list[dict[str, Any]], selected: int, flash_on: dict[str, bool], hint: str = "") -> None:
+        """``hint``: a key the selected alarm offers (shown before its rule id). Lines fill the
+        list's width, redrawn when it is resized."""
+        self._shown = (alarms, selected, flash_on, hint)
+        width = max(1, self.content_region.width)
         t = Text()
         if not alarms:
             t.append("No active alarms", style="dim")
@@ -158,7 +177,10 @@ class AlarmList(Static):
                      style=_ALARM_STYLES[style] + (" reverse" if i == selected and prio in ("advisory",) else ""))
         if alarms and 0 <= selected < len(alarms):
             a = alarms[selected]
-            t.append(f"\n  {a.get('rule_id')} ({a.get('kind')}): {a.get('source', '')}", style="dim")
+            t.append("\n  ")
+            if hint:
+                t.append(hint + "  ", style="bold")
+            t.append(f"{a.get('rule_id')} ({a.get('kind')}): {a.get('source', '')}", style="dim")
         self.update(t)
 
 

@@ -207,6 +207,7 @@ class DashboardServer:
                 "stale_after_s": {v.value: max_age(cfg, v) for v in r.Vital},
                 "nurse_id_required": cfg.dashboard.nurse_id_required,
                 "tick_s": cfg.watchdog.tick_s,
+                "overridable": sorted(self.engine.overridable()),
             },
             "trends": {name: [[round(now - t, 1), v] for t, v in series] for name, series in self._trends.items()},
         }

@@ -4,11 +4,13 @@ temporary Unix socket in the test's own event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,14 +54,30 @@ def sock_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def make_config(socket: Path) -> Config:
-    return load_config(overrides={"dashboard": {"socket": str(socket)}, "mqtt": {"enabled": False}})
+def make_config(socket: Path, care_area: str | None = None) -> Config:
+    overrides: dict[str, Any] = {"dashboard": {"socket": str(socket)}, "mqtt": {"enabled": False}}
+    if care_area:
+        overrides["bed"] = {"care_area": care_area}
+    return load_config(overrides=overrides)
 
 
 @pytest.fixture
 async def bed(sock_dir: Path) -> AsyncIterator[Bed]:
+    async with running_bed(sock_dir) as b:
+        yield b
+
+
+@pytest.fixture
+async def icu_bed(sock_dir: Path) -> AsyncIterator[Bed]:
+    """A bed whose care area is the ICU, where the soft dose limit may be overridden."""
+    async with running_bed(sock_dir, care_area="icu") as b:
+        yield b
+
+
+@contextlib.asynccontextmanager
+async def running_bed(sock_dir: Path, care_area: str | None = None) -> AsyncIterator[Bed]:
     socket = sock_dir / "run" / "dashboard.sock"  # the parent is created by the server
-    config = make_config(socket)
+    config = make_config(socket, care_area)
     clock = FakeClock()
     engine = Engine(config, clock)
     loop = RuleLoop(engine, config.watchdog.tick_s)

@@ -10,7 +10,9 @@ from typing import Any
 
 from textual.pilot import Pilot
 from textual.widgets import Static
+from textual.widgets._footer import FooterKey
 
+from monitord import readings as r
 from monitord.dashboard import modals
 from monitord.dashboard.app import DashboardApp
 from monitord.state import SessionStatus
@@ -105,7 +107,7 @@ async def test_infusion_life_cycle_from_the_menu(bed: Bed) -> None:
         await saved("checklist")
         assert bed.engine.state.checklist["pregnancy"] is True
         assert bed.engine.state.overrides == {"checklist.pregnancy": "test negative today"}
-        assert bed.of("session", action="override", actor="DR5")
+        assert bed.of("session", action="override", actor="DR5", entered_by="N1")
 
         await menu("b")
         await pilot.press("enter")
@@ -284,3 +286,51 @@ async def test_commands_without_a_link_fail_in_words(bed: Bed) -> None:
         await until(pilot, lambda: "NOT RECORDED" in str(error.render()), "the failure")
         assert isinstance(app.screen, modals.PainModal)
     assert not bed.of("observation")  # the entry never reached the engine
+
+
+def footer_keys(app: DashboardApp) -> list[str]:
+    return [k.description for k in app.screen.query(FooterKey)]
+
+
+async def test_physician_overrides_the_icu_soft_dose_limit_from_the_alarm_list(icu_bed: Bed) -> None:
+    bed = icu_bed
+    bed.engine.submit(r.Admit("P-1001", 70.0, 45, "N1"))
+    bed.engine.submit(r.SetOrder("ketamine", 1.0, 210.0, "N1"))  # 210 mL/h x 1 mg/mL / 70 kg = 3 mg/kg/h
+    bed.loop.put(vitals())
+    await bed.settle()
+    bed.engine.submit(r.StartInfusion("N1"))
+    app = make_app(bed, nurse="N1")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await connected(pilot, app)
+        assert "Override" not in footer_keys(app)  # nothing to override yet
+        bed.loop.put(r.PumpReading("pump", r.PumpState.RUNNING, 210.0, 1.0, drug="ketamine", concentration_mg_ml=1.0))
+        await until(pilot, lambda: any(a["rule_id"] == "dose.soft_max_icu" for a in app._alarms()), "the dose alarm")
+        alarms = str(app.query_one("#alarms", Static).render())
+        assert "!! MEDIUM  Dose 3 mg/kg/h is above 2 mg/kg/h" in alarms and "o: physician override" in alarms
+        assert app._alarms()[app.selected]["rule_id"] == "dose.soft_max_icu"
+        await until(pilot, lambda: "Override" in footer_keys(app), "the override key in the footer")
+
+        await pilot.press("o")
+        await until(pilot, lambda: isinstance(app.screen, modals.OverrideModal), "the override screen")
+        error = app.screen.query_one("#error", Static)
+        await type_in(pilot, "DR5")
+        await pilot.press("enter")  # no reason: the screen asks for it and sends nothing
+        await until(pilot, lambda: "reason" in str(error.render()), "the missing-reason prompt")
+        await pilot.press("tab")
+        await type_in(pilot, "ok")  # too short for the engine
+        await pilot.press("enter")
+        await until(pilot, lambda: "NOT RECORDED: An override needs a reason" in str(error.render()), "the refusal")
+        assert isinstance(app.screen, modals.OverrideModal) and bed.engine.state.overrides == {}
+        await type_in(pilot, " - refractory pain, ICU team aware")
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, modals.OverrideModal), "the override to be accepted")
+        await until(pilot, lambda: not any(a["rule_id"] == "dose.soft_max_icu" for a in app._alarms()),
+                    "the alarm to leave the screen")
+        assert "Dose 3 mg/kg/h" not in str(app.query_one("#alarms", Static).render())
+        await until(pilot, lambda: "Override" not in footer_keys(app), "the override key to go")
+    assert bed.engine.state.overrides == {"dose.soft_max_icu": "ok - refractory pain, ICU team aware"}
+    [override] = bed.of("session", action="override")
+    assert (override.data["rule_id"], override.data["actor"], override.data["entered_by"]) == \
+        ("dose.soft_max_icu", "DR5", "N1")
+    assert bed.of("rejected", action="Override", actor="DR5")
+    assert bed.of("alarm", rule_id="dose.soft_max_icu", transition="cleared")

@@ -6,9 +6,11 @@ at the SVGs before committing them."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
+from rich.console import Console
 from textual.pilot import Pilot
 
 from monitord import readings as r
@@ -55,9 +57,10 @@ def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
     return server.hello(), engine.snapshot(), [e for e in events if e["kind"] not in ("vitals", "infusion")]
 
 
-def app_with(state: str) -> tuple[DashboardApp, Any]:
+def app_with(state: str, console: bool = False) -> tuple[DashboardApp, Any]:
     hello, snapshot, events = bed_data(state)
-    app = DashboardApp(connect=False, nurse="RN12", clock=lambda: 50_000.0, flash=False, sound=False)
+    app = DashboardApp(connect=False, nurse="RN12", clock=lambda: 50_000.0, flash=False, sound=False,
+                       console=console)
 
     async def inject(pilot: Pilot[Any]) -> None:
         app.apply_hello(hello)
@@ -74,6 +77,26 @@ def app_with(state: str) -> tuple[DashboardApp, Any]:
 def test_main_screen(snap_compare: Any, state: str, size: tuple[int, int]) -> None:
     app, inject = app_with(state)
     assert snap_compare(app, terminal_size=size, run_before=inject)
+
+
+def test_console_screen_with_high_alarm(snap_compare: Any) -> None:
+    """The Pi's Linux console (``--console``, TERM=linux) at its 80x24: ASCII only."""
+    app, inject = app_with("high", console=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=inject)
+
+
+async def test_console_screen_draws_only_ascii() -> None:
+    """The Linux console's 16-colour font lacks box-drawing and block glyphs: every character
+    on the console screen must be plain ASCII, and priority must read as symbol and word."""
+    app, inject = app_with("high", console=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await inject(pilot)
+        console = Console(width=80, height=24, file=io.StringIO(), record=True, legacy_windows=False)
+        console.print(app.screen._compositor.render_update(full=True))
+        screen = console.export_text()
+    odd = sorted({ch for ch in screen if not (ch.isascii() and (ch.isprintable() or ch == "\n"))})
+    assert odd == [], f"non-ASCII on the console screen: {odd}"
+    assert "!!! HIGH" in screen and "SPO2 80 %" in screen
 
 
 def test_snapshot_states_differ_as_intended() -> None:
