@@ -34,6 +34,9 @@ MAX_PENDING = 50_000
 KEEP_CHECKPOINTS = 64  # older checkpoints are superseded; only the newest few can still be used
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
 RETENTION_EVERY_S = 600.0
+# While readings are being dropped the alarm's detail (and the log) is refreshed at 1, 10, 100,
+# every 1000 ... drops, and at least this often, so its count stays current without an event per drop.
+DROP_REPORT_EVERY_S = 60.0
 DROPPABLE = (EventKind.VITALS, EventKind.INFUSION)
 
 Health = Callable[[bool, str], None]
@@ -64,6 +67,7 @@ class Writer:
         self._give_up_at: float | None = None
         self._thread: threading.Thread | None = None
         self._next_retention = time.monotonic() + 5.0
+        self._drop_reported_at = 0.0
 
     # -- the rule loop's side: never blocks on disk ------------------------------------------
 
@@ -93,8 +97,10 @@ class Writer:
             if ev.kind in DROPPABLE:
                 del self._pending[i]
                 self.dropped += 1
+                now = time.monotonic()
                 if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0 and self.dropped <= 10_000 \
-                        or self.dropped % 100_000 == 0:
+                        or self.dropped % 100_000 == 0 or now - self._drop_reported_at >= DROP_REPORT_EVERY_S:
+                    self._drop_reported_at = now
                     log.error("store queue full (%d events): %d readings dropped", MAX_PENDING, self.dropped)
                     self._report(False, f"{self.failing or 'failing'}; {self.dropped} readings dropped (queue full)")
                 return
@@ -165,7 +171,7 @@ class Writer:
                 continue
             delay = RETRY_MIN_S
             if self.failing is not None:
-                log.warning("store writes again (was: %s)", self.failing)
+                log.warning("store writes again (was: %s); %d readings dropped in all", self.failing, self.dropped)
                 self.failing = None
                 self._report(True, "")
             last = events[-1].seq

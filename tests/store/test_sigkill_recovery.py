@@ -1,16 +1,21 @@
 """Acceptance: the real daemon is SIGKILLed in the middle of an infusion and restarted.
 
-A simulated Modbus pump (its own process, so it keeps infusing while the daemon is dead) speaks
-over a pty; the daemon runs with MQTT off and its dashboard socket in the temp dir; commands go
-through the real dashboard link. After the restart the session must resume, the cumulative
-dose must agree with the pump's volume within one sample, and the events table must hold every
-seq exactly once, with every reading and alarm event in the typed tables.
+The simulated devices run in their own process, so they keep going while the daemon is dead,
+and speak over ptys; the daemon runs with MQTT off and its dashboard socket in the temp dir;
+commands go through the real dashboard link. After the restart the session must resume, the
+cumulative dose must agree with the pump's volume within one sample, and the events table must
+hold every seq exactly once, with every reading and alarm event in the typed tables.
+
+The first test drives a Modbus pump alone; the second plays ``sigkill-with-monitor.toml`` with
+``monitord sim`` on the pump AND the patient monitor, and kills the daemon after a latching
+alarm has latched: the alarm must still be shown after the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -153,8 +158,6 @@ async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
     actions = [a for (a,) in _query(db, "SELECT json_extract(data,'$.action') FROM events WHERE kind='session' ORDER BY seq")]
     assert actions.count("admitted") == 1 and actions.count("started") == 1
     (rec,) = _query(db, "SELECT data FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'")
-    import json
-
     rec_data = json.loads(rec[0])
     assert rec_data["status"] == "running" and rec_data["downtime_s"] > 1.0
     sessions = _query(db, "SELECT patient_id, started_at, stopped_at FROM sessions")
@@ -176,3 +179,164 @@ async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
     alarm_rows = _query(db, "SELECT alarm_seq, seq FROM alarm_events ORDER BY alarm_seq")
     assert alarm_rows == alarm_events
     assert [a for a, _ in alarm_rows] == list(range(1, len(alarm_rows) + 1))
+
+
+# -- pump and monitor, played by ``monitord sim`` -------------------------------------------
+
+SCENARIO = Path(__file__).with_name("sigkill-with-monitor.toml")
+MONITOR_POLL_S = 1.0
+
+
+def _sim_config(tmp: Path, ports: dict[str, Any]) -> str:
+    return f"""
+[bed]
+id = "bed-kill2"
+care_area = "outpatient-infusion"
+
+[devices.pump]
+driver = "{ports['pump_protocol']}"
+poll_interval_s = {POLL_S}
+timeout_s = 5.0
+[devices.pump.serial]
+port = "{ports['pump']}"
+
+[devices.monitor]
+driver = "datex"
+poll_interval_s = {MONITOR_POLL_S}
+timeout_s = 10.0
+[devices.monitor.serial]
+port = "{ports['monitor']}"
+
+[store]
+state_dir = "{tmp / 'state'}"
+flush_interval_s = 0.2
+
+[mqtt]
+enabled = false
+
+[dashboard]
+socket = "{tmp / 'dash.sock'}"
+"""
+
+
+async def _snapshot(sock: Path, ready: Any) -> dict[str, Any]:
+    """The newest snapshot the dashboard link sends for which ``ready(snapshot)`` holds."""
+    seen: list[dict[str, Any]] = []
+    client = LinkClient(sock, lambda msg: seen.append(msg["snapshot"]) if msg.get("type") == "snapshot" else None,
+                        retry_s=0.2)
+    task = asyncio.create_task(client.run())
+    try:
+        await _wait(lambda: any(ready(s) for s in seen), "a snapshot from the dashboard link", 30.0)
+        return [s for s in seen if ready(s)][-1]
+    finally:
+        await client.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def _one_row_per_event(db: Path, table: str, kinds: str) -> None:
+    """Every event of ``kinds`` has exactly one row in ``table`` (joined on seq), and no row
+    of ``table`` is without its event."""
+    events = [s for (s,) in _query(db, f"SELECT seq FROM events WHERE kind IN ({kinds}) ORDER BY seq")]
+    rows = [s for (s,) in _query(db, f"SELECT seq FROM {table} ORDER BY seq")]
+    assert events and rows == events, f"{table}: {len(rows)} rows for {len(events)} events"
+
+
+async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "monitord.db"
+    sock = tmp_path / "dash.sock"
+    paths = tmp_path / "ports.json"
+    sim_log, d1_log, d2_log = tmp_path / "sim.log", tmp_path / "daemon1.log", tmp_path / "daemon2.log"
+
+    # The simulator opens both devices, writes their paths, then waits for the daemon on the
+    # dashboard socket and plays the course (its admit/order/start steps go over the link).
+    sim = await _spawn("-m", "monitord.cli", "sim", "--scenario", str(SCENARIO), "--pump", "modbus",
+                       "--link", str(sock), "--paths-file", str(paths), "--workdir", str(tmp_path), log=sim_log)
+    daemon: asyncio.subprocess.Process | None = None
+    try:
+        await _wait(paths.exists, "the simulator's device paths", 30.0, sim, sim_log)
+        ports = json.loads(paths.read_text())
+        assert ports["monitor"] and ports["pump"]
+        cfg = tmp_path / "site.toml"
+        cfg.write_text(_sim_config(tmp_path, ports))
+
+        daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d1_log)
+        started = "SELECT count(*) FROM events WHERE kind='session' AND json_extract(data,'$.action')='started'"
+        await _wait(lambda: _count(db, started) == 1, "the start to be stored", 60.0, daemon, d1_log)
+        latched = "SELECT count(*) FROM alarm_events WHERE rule_id='vital.spo2_critical' AND transition='latched'"
+        await _wait(lambda: _count(db, latched) == 1, "vital.spo2_critical to latch", 60.0, daemon, d1_log)
+        infusing = "SELECT count(*) FROM events WHERE kind='infusion' AND seq > (SELECT max(seq) FROM events WHERE kind='alarm')"
+        await _wait(lambda: _count(db, infusing) >= 2, "pump readings after the latch", 30.0, daemon, d1_log)
+
+        daemon.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(daemon.wait(), 30) == -signal.SIGKILL
+        killed_at_seq = _count(db, "SELECT max(seq) FROM events")
+        await asyncio.sleep(1.5)  # down for a while; the pump keeps infusing, the monitor keeps sending
+
+        daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d2_log)
+        recovered = "SELECT count(*) FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'"
+        await _wait(lambda: _count(db, recovered) == 1, "the recovery event", 60.0, daemon, d2_log)
+        rec_seq = _count(db, "SELECT seq FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'")
+        after = "SELECT count(*) FROM events WHERE kind=? AND seq > ?"
+        await _wait(lambda: _count(db, after, "infusion", rec_seq) >= 4 and _count(db, after, "vitals", rec_seq) >= 3,
+                    "pump and monitor readings after the restart", 60.0, daemon, d2_log)
+
+        # What the bedside screen shows after the restart: the same course, the alarm still latched.
+        snap = await _snapshot(sock, lambda s: s["seq"] > rec_seq and "spo2" in s["vitals"])
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 60) == 0, d2_log.read_text()[-3000:]
+    finally:
+        for proc in (daemon, sim):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    assert snap["status"] == "running"
+    assert snap["patient"]["id"] == "PSN-9" and snap["patient"]["weight_kg"] == 70.0
+    assert snap["order"]["rate_ml_h"] == 35.0 and snap["order"]["concentration_mg_ml"] == 1.0
+    alarms = {a["rule_id"]: a for a in snap["alarms"]}
+    assert "vital.spo2_critical" in alarms, snap["alarms"]
+    assert alarms["vital.spo2_critical"]["state"] == "latched" and alarms["vital.spo2_critical"]["priority"] == "high"
+    assert snap["vitals"]["spo2"]["value"] >= 95  # SpO2 is back: the alarm shows because it latched
+
+    # Every seq exactly once, in order, across the kill.
+    seqs = [s for (s,) in _query(db, "SELECT seq FROM events WHERE bed_id='bed-kill2' ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert killed_at_seq < rec_seq <= len(seqs)
+
+    # The same session row resumed: one admission, one start, recovered while running, no reset.
+    actions = [a for (a,) in _query(db, "SELECT json_extract(data,'$.action') FROM events WHERE kind='session' ORDER BY seq")]
+    assert actions.count("admitted") == 1 and actions.count("started") == 1
+    (rec,) = _query(db, "SELECT data FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'")
+    rec_data = json.loads(rec[0])
+    assert rec_data["status"] == "running" and rec_data["downtime_s"] > 1.0
+    sessions = _query(db, "SELECT patient_id, weight_kg, concentration_mg_ml, rate_ml_h, started_at, stopped_at, "
+                          "discharged_at FROM sessions")
+    assert len(sessions) == 1
+    assert sessions[0][:4] == ("PSN-9", 70.0, 1.0, 35.0) and sessions[0][4] is not None
+    assert sessions[0][5:] == (None, None)
+    spo2_transitions = [t for (t,) in _query(db, "SELECT transition FROM alarm_events "
+                                                 "WHERE rule_id='vital.spo2_critical' ORDER BY alarm_seq")]
+    assert spo2_transitions == ["raised", "latched"]
+
+    # Cumulative dose follows the pump's volume across the kill, within one pump sample.
+    pump = _query(db, "SELECT json_extract(data,'$.cumulative_mg'), json_extract(data,'$.volume_infused_ml') "
+                      "FROM events WHERE kind='infusion' AND seq > (SELECT seq FROM events WHERE kind='session' "
+                      "AND json_extract(data,'$.action')='started') ORDER BY seq")
+    first, last = pump[0], pump[-1]
+    one_sample_mg = RATE_ML_H / 3600 * POLL_S * CONC + 1e-3
+    assert last[0] - first[0] == pytest.approx((last[1] - first[1]) * CONC, abs=one_sample_mg)
+    assert last[0] > 0
+
+    # Typed rows: one readings row per vitals/infusion event, one alarm_events row per alarm event.
+    _one_row_per_event(db, "readings", "'vitals','infusion'")
+    _one_row_per_event(db, "alarm_events", "'alarm'")
+    alarm_seqs = [a for (a,) in _query(db, "SELECT alarm_seq FROM alarm_events ORDER BY alarm_seq")]
+    assert alarm_seqs == list(range(1, len(alarm_seqs) + 1))
+
+    # The monitor's frames are kept from before and after the kill.
+    vitals = "SELECT count(*) FROM readings WHERE source='vitals' AND spo2 IS NOT NULL AND seq {} ?"
+    assert _count(db, vitals.format("<="), killed_at_seq) >= 10
+    assert _count(db, vitals.format(">"), rec_seq) >= 3
+    assert _count(db, "SELECT count(*) FROM readings WHERE source='vitals' AND sbp IS NOT NULL") >= 2  # NIBP

@@ -1,10 +1,12 @@
 """The store on real databases: every event kept once and in order, typed rows derived, the bed
 resumed after a restart, a database that refuses writes becoming an alarm and then catching up
-with nothing lost, the registry, retention and trends, a damaged file moved aside."""
+with nothing lost (and, past the queue's bound, only the oldest readings dropped), the registry,
+retention and trends, a damaged file moved aside."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from monitord import readings as r
 from monitord.errors import Refused
 from monitord.events import EventKind
 from monitord.store import models as m
+from monitord.store import writer as writer_module
 from monitord.store.database import alembic_config, schema_revision
 from tests.store.conftest import Bed, make_config
 
@@ -179,6 +182,83 @@ async def test_refused_writes_raise_the_store_alarm_and_nothing_is_lost(store_se
     assert [ev.to_dict() for ev in stored] == [ev.to_dict() for ev in bed.events]
     transitions = [(ev.data["rule_id"], ev.data["transition"]) for ev in stored if ev.kind is EventKind.ALARM]
     assert ("tech.store_failed", "raised") in transitions and ("tech.store_failed", "cleared") in transitions
+    bed.loop.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await bed.stop()
+
+
+async def test_full_queue_drops_oldest_readings_and_keeps_the_rest(store_settings: dict[str, Any],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the database refuses writes the queue is bounded: past ``MAX_PENDING`` the oldest
+    raw readings go (counted, in the alarm's detail); alarm, session and observation events stay,
+    and everything kept is stored once and in order when the database is back."""
+    monkeypatch.setattr(writer_module, "MAX_PENDING", 150)
+    monkeypatch.setattr(writer_module, "RETRY_MAX_S", 0.5)  # retry soon once the database is back
+    bed = Bed(make_config(store_settings | {"flush_interval_s": 0.05}))
+    await bed.start()
+    task = asyncio.create_task(bed.loop.run())
+    refuse = {"on": False}
+    _refuse_writes(bed, refuse)
+    bed.admit_and_start()
+    bed.run(10)
+    bed.flush()
+
+    refuse["on"] = True
+    first_refused = bed.engine.seq + 1
+    bed.run(2)
+    await _until(lambda: "tech.store_failed" in bed.engine.alarms.alarms)
+    assert bed.store.writer.dropped == 0
+    # About 300 readings (1 Hz pump + 1 Hz monitor) with alarms, a baseline and observations among them.
+    bed.spo2 = 80.0
+    bed.run(20)  # vital.spo2_critical raised (latching)
+    bed.spo2 = 98.0
+    bed.run(10)  # ... and latched
+    bed.submit(r.SedationScore(r.SedationScale.POSS, 2, "rn1"))
+    bed.submit(r.PainScore(5, "rn1"))
+    bed.run(100)
+    bed.submit(r.CaptureBaseline("rn1"))
+    bed.submit(r.ResetAlarm("vital.spo2_critical", "rn2"))
+    bed.run(20)
+    dropped = bed.store.writer.dropped
+    assert dropped > 100
+    assert bed.store.writer.queued <= writer_module.MAX_PENDING + bed.config.store.batch_max
+    await _until(lambda: "readings dropped" in bed.engine.alarms.alarms["tech.store_failed"].message)
+    detail = re.search(r"(\d+) readings dropped \(queue full\)", bed.engine.alarms.alarms["tech.store_failed"].message)
+    assert detail is not None and 1 <= int(detail.group(1)) <= dropped  # refreshed at 1, 10, 100... or each minute
+
+    last_refused = bed.engine.seq
+    refuse["on"] = False
+    await _until(lambda: "tech.store_failed" not in bed.engine.alarms.alarms)
+    bed.run(3)
+    bed.flush()
+
+    stored = bed.store.events_after(0, 1_000_000)
+    stored_seqs = [ev.seq for ev in stored]
+    missing = sorted({ev.seq for ev in bed.events} - set(stored_seqs))
+    # (readings may still go while the backlog drains: the count is the writer's final one)
+    assert len(missing) == bed.store.writer.dropped >= dropped
+    by_seq = {ev.seq: ev for ev in bed.events}
+    assert {by_seq[s].kind for s in missing} <= {EventKind.VITALS, EventKind.INFUSION}
+    assert missing[0] >= first_refused
+    # Oldest first: the dropped readings are one run of consecutive readings, and every newer
+    # reading is kept, up to the last one taken while the database was refusing.
+    readings = [ev.seq for ev in bed.events if ev.kind in (EventKind.VITALS, EventKind.INFUSION)]
+    assert [s for s in readings if missing[0] <= s <= missing[-1]] == missing
+    assert [s for s in readings if s < last_refused][-100:] == [s for s in stored_seqs if s in set(readings)
+                                                                and s < last_refused][-100:]
+    # Never dropped: every alarm, session and observation event of the outage is stored.
+    during = [ev for ev in bed.events if ev.seq >= first_refused]
+    for kind in (EventKind.ALARM, EventKind.SESSION, EventKind.OBSERVATION, EventKind.SYSTEM):
+        assert any(ev.kind is kind for ev in during), kind
+    # Everything kept: stored exactly once, in order, as emitted; typed rows for each.
+    assert [ev.to_dict() for ev in stored] == [ev.to_dict() for ev in bed.events if ev.seq not in set(missing)]
+    kept_readings = [ev.seq for ev in stored if ev.kind in (EventKind.VITALS, EventKind.INFUSION)]
+    assert [x[0] for x in _rows(bed, m.Reading.seq, order=m.Reading.seq)] == kept_readings
+    assert [x[0] for x in _rows(bed, m.AlarmEvent.seq, order=m.AlarmEvent.seq)] == [
+        ev.seq for ev in stored if ev.kind is EventKind.ALARM]
+    transitions = [(ev.data["rule_id"], ev.data["transition"]) for ev in stored if ev.kind is EventKind.ALARM]
+    assert ("vital.spo2_critical", "latched") in transitions and ("vital.spo2_critical", "reset") in transitions
     bed.loop.stop()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
