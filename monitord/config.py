@@ -92,6 +92,8 @@ class DrugEntry(Strict):
     syringe_sizes_ml: list[Positive] = Field(min_length=1)
     concentration_tolerance_pct: NonNeg
     rate_tolerance_pct: NonNeg
+    rate_mismatch_delay_s: NonNeg
+    syringe_tolerance_ml: NonNeg
     dose: DoseThresholds
     dose_elderly_or_comorbid: DoseThresholds
     rescue_medications: list[str] = Field(min_length=1)

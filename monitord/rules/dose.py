@@ -131,7 +131,7 @@ def syringe_mismatch(state: BedState, now: float, cfg: Config) -> Finding | None
     pump, order = state.pump, state.order
     if pump is None or order is None or pump.syringe_ml is None or order.syringe_ml is None:
         return None
-    if abs(pump.syringe_ml - order.syringe_ml) > 0.5:
+    if abs(pump.syringe_ml - order.syringe_ml) > cfg.ketamine.syringe_tolerance_ml:
         return Finding(f"Pump set for a {fmt(pump.syringe_ml)} mL syringe, order says {fmt(order.syringe_ml)} mL")
     return None
 
@@ -188,5 +188,5 @@ def rules(cfg: Config) -> list[Rule]:
         Rule("pump.rate_mismatch", Priority.MEDIUM, Kind.TECHNICAL,
              f"pump rate differs from the ordered rate by > {cfg.ketamine.rate_tolerance_pct} %",
              "clinical-rules.md s1 (dose = rate x concentration / weight); site tolerance in config",
-             rate_mismatch, delay_s=5, why_priority="programming error; dose bands catch the dangerous ones"),
+             rate_mismatch, delay_s=cfg.ketamine.rate_mismatch_delay_s, why_priority="programming error; dose bands catch the dangerous ones"),
     ]
