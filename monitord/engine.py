@@ -169,26 +169,25 @@ class Engine:
         discarded: dict[str, float] = {}
         new_nibp = False
         for vital, value in item.values.items():
-            if value is not None:
-                rng = self.config.vitals.physical_range.get(vital)
-                if rng is not None and not rng.min <= value <= rng.max:
-                    st.out_of_range[vital] = value
-                    discarded[vital.value] = value
-                    continue
+            rng = self.config.vitals.physical_range.get(vital)
+            if value is not None and rng is not None and not rng.min <= value <= rng.max:
+                st.out_of_range[vital] = value
+                discarded[vital.value] = value
+                continue
             st.out_of_range.pop(vital, None)
+            accepted[vital.value] = value
             measured = item.nibp_time if vital in r.NIBP_VITALS else item.device_time
+            arrived = now
             if vital in r.NIBP_VITALS and value is not None:
                 prev = st.vitals.get(vital)
-                if prev is None or item.nibp_time is None or prev.measured_at != item.nibp_time:
+                repeated = (prev is not None and prev.value is not None and item.nibp_time is not None
+                            and prev.measured_at == item.nibp_time)
+                if repeated:
+                    # The same measurement shown again in a later frame: it ages from its first arrival.
+                    arrived = prev.mono  # type: ignore[union-attr]
+                else:
                     new_nibp = True
-                elif prev.value is not None:
-                    # The same measurement repeated in a later frame: keep its original arrival time.
-                    now_for = prev.mono
-                    st.vitals[vital] = VitalValue(value, now_for, item.quality, measured)
-                    accepted[vital.value] = value
-                    continue
-            st.vitals[vital] = VitalValue(value, now, item.quality, measured)
-            accepted[vital.value] = value
+            st.vitals[vital] = VitalValue(value, arrived, item.quality, measured)
         if new_nibp:
             st.nibp_mono = now
         self._emit(

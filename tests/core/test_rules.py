@@ -440,3 +440,20 @@ def test_every_rule_names_a_source_and_a_reason_for_its_priority() -> None:
     for rule in build_rules(make_config()):
         assert len(rule.source) > 5, rule.id
         assert rule.why_priority, rule.id
+
+
+def test_repeated_nibp_ages_from_its_measurement_not_from_each_frame(bed: Bed) -> None:
+    """A monitor repeats the last NIBP in every frame; it must still go stale and overdue."""
+    from datetime import UTC, datetime
+
+    bed.admit_and_start()
+    measured = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+    for _ in range(460):
+        bed.clock.advance(1)
+        bed.engine.submit(r.VitalsReading("monitor", {**bed.vitals, **bed.nibp}, nibp_time=measured), evaluate=False)
+        bed.engine.submit(r.PumpReading("pump", r.PumpState.RUNNING, rate_ml_h=35), evaluate=False)
+        bed.engine.tick()
+    snap = bed.engine.snapshot()
+    assert snap["vitals"]["sbp"]["stale"] is True
+    assert snap["vitals"]["sbp"]["age_s"] >= 450
+    assert "tech.nibp_overdue" in bed.raised()
