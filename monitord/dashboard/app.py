@@ -38,6 +38,8 @@ TILES = (("hr", "HR"), ("nibp", "NIBP"), ("spo2", "SpO2"), ("rr", "RR"), ("etco2
 UNITS = {"hr": "/min", "nibp": "mmHg", "spo2": "%", "rr": "/min", "etco2": "mmHg"}
 TREND_KEY = {"hr": "hr", "nibp": "sbp", "spo2": "spo2", "rr": "rr", "etco2": "etco2"}
 LOG_STYLES = {"high": "bold red", "medium": "bold yellow", "low": "cyan", "refused": "bold red", "warning": "bold"}
+# The event log keeps this many rows (3 lines and its border) when the alarm list grows into it.
+MIN_LOG_HEIGHT = 5
 # NIBP lives one cycle: this default only applies until the daemon's hello gives the real limits.
 DEFAULT_STALE_S = {"sbp": 450.0, "dbp": 450.0, "map": 450.0}
 
@@ -56,13 +58,16 @@ Screen { layout: vertical; }
 .tile.-high { border: heavy red; color: red; }
 .tile.-medium { border: heavy yellow; color: yellow; }
 .tile.-low { border: round cyan; color: cyan; }
-#middle { height: 6; }
+#middle { height: 6; min-height: 6; }
 #pump { width: 34; height: 1fr; border: round $secondary; }
 #alarms { width: 1fr; height: 1fr; border: round $secondary; }
 #events { height: 1fr; border: round $secondary; overflow-x: hidden; }
-.-tall #tiles { height: 9; }
-.-tall .tile { height: 9; padding: 1 1 0 1; }
-.-tall #middle { height: 10; }
+.-tall #tiles { height: 10; }
+.-tall .tile { height: 10; padding: 0 1; }
+/* Room for a taller trend: three lines of bars (one at the Pi console's 80x24). */
+.-tall .tile-value { margin-top: 1; }
+.-tall .tile-trend { height: 3; }
+.-tall #middle { height: 10; min-height: 10; }
 .-wide #pump { width: 44; }
 .-console .tile, .-console #pump, .-console #alarms, .-console #events { border: ascii $secondary; }
 .-console .tile.-high { border: ascii red; }
@@ -357,8 +362,11 @@ class DashboardApp(App[int]):
     def _banner(self, snap: dict[str, Any], alive: bool) -> None:
         banner = self.query_one("#banner", Static)
         audio = snap.get("audio") or {}
+        was = banner.classes & {"-link", "-paused"}
         banner.set_class(not alive, "-link")
         banner.set_class(alive and bool(audio.get("paused")), "-paused")
+        if banner.classes & {"-link", "-paused"} != was:
+            self.call_after_refresh(self._fit_alarms)
         if not alive:
             why = self.link.last_error if self.link is not None and self.link.last_error else "no heartbeat"
             banner.update(f"!!! MONITOR NOT RESPONDING - values are not current ({why})")
@@ -397,8 +405,8 @@ class DashboardApp(App[int]):
         for tile in self.query(VitalTile):
             points = self.trends[TREND_KEY[tile.key]]
 
-            def trend(width: int, points: deque[tuple[float, float]] = points) -> str:
-                return trend_text(points, now, window, width, self.console_mode)
+            def trend(width: int, height: int, points: deque[tuple[float, float]] = points) -> str:
+                return trend_text(points, now, window, width, self.console_mode, height)
             if tile.key == "nibp":
                 sbp, age, stale, q = self._vital(snap, "sbp", alive)
                 dbp, _, _, _ = self._vital(snap, "dbp", alive)
@@ -432,6 +440,24 @@ class DashboardApp(App[int]):
         if can_override != self._can_override:
             self._can_override = can_override
             self.refresh_bindings()
+
+    def on_alarm_list_wanted(self, message: AlarmList.Wanted) -> None:
+        self.call_after_refresh(self._fit_alarms)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_alarms)
+
+    def _fit_alarms(self) -> None:
+        """Grow the alarm list (and the infusion panel beside it) into the event log until
+        every alarm's message shows whole, keeping a few log lines; never below the CSS height."""
+        middle = self.query_one("#middle")
+        log = self.query_one("#events")
+        widget = self.query_one(AlarmList)
+        chrome = widget.outer_size.height - widget.content_region.height  # its border
+        cap = middle.outer_size.height + log.outer_size.height - MIN_LOG_HEIGHT
+        height = max(1, min(widget.wanted + chrome, cap))
+        if middle.styles.height is None or middle.styles.height.value != height:
+            middle.styles.height = height
 
     def _flash(self) -> None:
         self._flash_tick += 1

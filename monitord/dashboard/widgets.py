@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Digits, Static
 
@@ -55,10 +57,13 @@ class BigNumber(Widget):
             self.query_one(Digits).update(text)
 
 
-def trend_text(points: Sequence[tuple[float, float]], now: float, window_s: float, width: int, ascii_only: bool) -> str:
-    """One line of bars, oldest left, one column per ``window_s / width`` seconds; gaps stay blank."""
+def trend_text(points: Sequence[tuple[float, float]], now: float, window_s: float, width: int, ascii_only: bool,
+               height: int = 1) -> str:
+    """Bars ``height`` lines tall, oldest left, one column per ``window_s / width`` seconds; gaps
+    stay blank. The lowest value in the window still shows (one eighth of the bottom line)."""
     if width <= 0:
         return ""
+    height = max(1, height)
     glyphs = TREND_GLYPHS_ASCII if ascii_only else TREND_GLYPHS
     step = window_s / width
     cols: list[float | None] = [None] * width
@@ -68,11 +73,26 @@ def trend_text(points: Sequence[tuple[float, float]], now: float, window_s: floa
             cols[i] = v  # the last value in a column wins
     seen = [v for v in cols if v is not None]
     if not seen:
-        return " " * width
+        return "\n".join([" " * width] * height)
     lo, hi = min(seen), max(seen)
     span = (hi - lo) or 1.0
-    return "".join(" " if v is None else glyphs[min(len(glyphs) - 1, int((v - lo) / span * (len(glyphs) - 1) + 0.5))]
-                   for v in cols)
+    steps = len(glyphs)
+    # Each column's bar in glyph steps, 1 (lowest) .. height * steps (highest).
+    bars = [None if v is None else 1 + min(height * steps - 1, int((v - lo) / span * (height * steps - 1) + 0.5))
+            for v in cols]
+    below = "|" if ascii_only else glyphs[-1]  # the full cells under a bar's top
+    rows = []
+    for r in range(height - 1, -1, -1):  # top line first
+        row = []
+        for b in bars:
+            if b is None or b <= r * steps:
+                row.append(" ")
+            elif b > (r + 1) * steps:
+                row.append(below)
+            else:
+                row.append(glyphs[min(steps, b - r * steps) - 1])
+        rows.append("".join(row))
+    return "\n".join(rows)
 
 
 class VitalTile(Vertical):
@@ -84,11 +104,12 @@ class VitalTile(Vertical):
         self.key = key
         self.ascii_only = console
         self.border_title = title
-        self._trend: Callable[[int], str] | None = None
+        self._trend: Callable[[int, int], str] | None = None
 
     def _draw_trend(self) -> None:
         if self._trend is not None:
-            self.query_one(".tile-trend", Static).update(self._trend(max(0, self.content_region.width)))
+            line = self.query_one(".tile-trend", Static)
+            line.update(self._trend(max(0, self.content_region.width), max(1, line.size.height)))
 
     def on_resize(self) -> None:
         self._draw_trend()
@@ -98,9 +119,9 @@ class VitalTile(Vertical):
         yield Static("", classes="tile-detail")
         yield Static("", classes="tile-trend")
 
-    def show(self, value: str, detail: str, state: str, trend: Callable[[int], str]) -> None:
+    def show(self, value: str, detail: str, state: str, trend: Callable[[int, int], str]) -> None:
         """``state``: ``ok``, ``stale``, or the highest alarm priority on this vital; ``trend``
-        draws the trend line for a width (redrawn when the tile is resized)."""
+        draws the trend for a width and height (redrawn when the tile is resized)."""
         self._trend = trend
         self.query_one(BigNumber).set(value)
         self.query_one(".tile-detail", Static).update(detail)
@@ -142,46 +163,173 @@ class PumpPanel(Static):
         self.update(t)
 
 
-class AlarmList(Static):
-    """Active alarms, highest priority first, one line each; the selected one is marked ``>``
-    and its rule source is shown under the list."""
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, max(1, width), break_on_hyphens=False) or [""]
 
+
+def _clip(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: max(0, width - 3)] + "..."
+
+
+def _cut(line: str, width: int) -> str:
+    """A line that goes on: ``...`` says so."""
+    return line + "..." if len(line) + 3 <= width else _clip(line + "...", width)
+
+
+class AlarmList(Static):
+    """Active alarms, highest priority first. Each message wraps in full under its priority
+    (symbol and word); the selected one is marked ``>`` and its rule source is shown under the
+    list. When not all fit, the highest alarm and the selected one stay whole, the others get
+    one line each and scroll with the selection, and ``+N more`` counts the hidden ones.
+    ``wanted`` is the height that shows every alarm whole and a line of the source (the screen
+    grows the list towards it)."""
+
+    INDENT = 12  # the selection mark and the priority word
     _shown: tuple[list[dict[str, Any]], int, dict[str, bool], str] = ([], 0, {}, "")
+
+    class Wanted(Message):
+        """The lines the list needs to show every alarm whole changed."""
+
+        def __init__(self, lines: int) -> None:
+            super().__init__()
+            self.lines = lines
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.wanted = 1
+        self._top = 1  # the first of the scrolling alarms (all but the highest) on screen
 
     def on_resize(self) -> None:
         self.show(*self._shown)
 
+    def _entry(self, a: dict[str, Any], selected: bool, width: int) -> list[str]:
+        """The alarm's lines, its message wrapped in full."""
+        tags = []
+        if a.get("state") == "latched":
+            tags.append("LATCHED")
+        if a.get("inactivation") == "acknowledged":
+            tags.append("ACK")
+        elif a.get("inactivation") == "audio_paused":
+            tags.append("PAUSED")
+        text = str(a.get("message", "")) + (f" [{' '.join(tags)}]" if tags else "")
+        body = _wrap(text, width - self.INDENT)
+        first = (">" if selected else " ") + f"{fmt.priority_label(a.get('priority', 'advisory')):<11}"
+        return [first + body[0]] + [" " * self.INDENT + line for line in body[1:]]
+
+    def _layout(self, blocks: list[list[str]], selected: int, height: int, detail: list[str],
+                width: int) -> tuple[list[tuple[int, list[str]]], int, list[str]]:
+        """(alarm index and its lines, in order; how many are hidden; the detail lines)."""
+        n = len(blocks)
+        if sum(map(len, blocks)) + len(detail) <= height:
+            self._top = 1
+            return list(enumerate(blocks)), 0, detail
+        full_detail = detail
+
+        def fit_detail(lines: int) -> list[str]:
+            """The source in ``lines`` lines (at least one), ``...`` where it is cut."""
+            shown = full_detail[: max(1, lines)]
+            if len(full_detail) > len(shown):
+                shown = shown[:-1] + [_cut(shown[-1], width)]
+            return shown
+
+        detail = fit_detail(1)
+        if sum(map(len, blocks)) + len(detail) <= height:  # every alarm whole, the source cut short
+            self._top = 1
+            return list(enumerate(blocks)), 0, fit_detail(height - sum(map(len, blocks)))
+        one_line = [[_clip(b[0] + " " + " ".join(x.strip() for x in b[1:]), width)] if len(b) > 1 else b
+                    for b in blocks]
+
+        def cost(i: int) -> int:
+            return len(blocks[i]) if i == selected else 1
+
+        # The highest stays whole; the rest is a window over 1..n-1 that holds the selection.
+        budget = height - len(blocks[0]) - len(detail)
+        self._top = min(self._top, selected) if selected > 0 else 1
+        top = max(1, min(self._top, n - 1))
+
+        def window(top: int, room: int) -> list[int]:
+            shown: list[int] = []
+            for i in range(top, n):
+                if sum(cost(j) for j in shown) + cost(i) > room:
+                    break
+                shown.append(i)
+            return shown
+
+        while True:
+            room = budget - 1  # the "+N more" line
+            shown = window(top, room)
+            if selected <= 0 or selected in shown or top >= selected:
+                break
+            top += 1
+        if selected > 0 and selected not in shown:
+            shown = [selected]  # too small for anything else: the selection wins
+        # Pull earlier alarms into view when the end of the list left room.
+        while top > 1 and sum(cost(j) for j in shown) + cost(top - 1) <= room:
+            top -= 1
+            shown.insert(0, top)
+        self._top = top
+        hidden = n - 1 - len(shown)
+        if hidden == 0:
+            room = budget
+        rows = [(0, blocks[0])]
+        spare = room - sum(cost(j) for j in shown)
+        for i in shown:
+            lines = blocks[i] if i == selected else one_line[i]
+            if i != selected and len(blocks[i]) > 1 and len(blocks[i]) - 1 <= spare:
+                spare -= len(blocks[i]) - 1
+                lines = blocks[i]
+            rows.append((i, lines))
+        if spare > 0 and full_detail:  # what is left goes to the rule's source
+            detail = fit_detail(len(detail) + spare)
+        return rows, hidden, detail
+
     def show(self, alarms: list[dict[str, Any]], selected: int, flash_on: dict[str, bool], hint: str = "") -> None:
         """``hint``: a key the selected alarm offers (shown before its rule id). Lines fill the
-        list's width, redrawn when it is resized."""
+        list's width and height, redrawn when it is resized."""
         self._shown = (alarms, selected, flash_on, hint)
-        width = max(1, self.content_region.width)
+        width = max(self.INDENT + 8, self.content_region.width)
+        height = self.content_region.height or 10_000  # not laid out yet: as if all fit
         t = Text()
         if not alarms:
             t.append("No active alarms", style="dim")
-        for i, a in enumerate(alarms):
-            prio = a.get("priority", "advisory")
-            tags = []
-            if a.get("state") == "latched":
-                tags.append("LATCHED")
-            if a.get("inactivation") == "acknowledged":
-                tags.append("ACK")
-            elif a.get("inactivation") == "audio_paused":
-                tags.append("PAUSED")
-            mark = ">" if i == selected else " "
-            line = f"{mark}{fmt.priority_label(prio):<11}{a.get('message', '')}"
-            if tags:
-                line += f" [{' '.join(tags)}]"
-            style = f"alarm-{prio}" if flash_on.get(prio, True) else f"alarm-{prio}-off"
-            t.append(line.ljust(width)[: max(width, 1)] + ("\n" if i < len(alarms) - 1 else ""),
-                     style=_ALARM_STYLES[style] + (" reverse" if i == selected and prio in ("advisory",) else ""))
-        if alarms and 0 <= selected < len(alarms):
+            self._want(1)
+            self.update(t)
+            return
+        selected = selected if 0 <= selected < len(alarms) else -1
+        blocks = [self._entry(a, i == selected, width) for i, a in enumerate(alarms)]
+        detail: list[str] = []
+        if selected >= 0:
             a = alarms[selected]
-            t.append("\n  ")
-            if hint:
-                t.append(hint + "  ", style="bold")
-            t.append(f"{a.get('rule_id')} ({a.get('kind')}): {a.get('source', '')}", style="dim")
+            source = f"{hint + '  ' if hint else ''}{a.get('rule_id')} ({a.get('kind')}): {a.get('source', '')}"
+            detail = ["  " + line for line in _wrap(source, width - 2)]
+        self._want(sum(map(len, blocks)) + min(1, len(detail)))  # the source may be cut short
+        rows, hidden, detail = self._layout(blocks, selected, height, detail, width)
+        out: list[list[tuple[str, str]]] = []  # lines of (text, style) pieces
+        for i, lines in rows:
+            prio = alarms[i].get("priority", "advisory")
+            style = _ALARM_STYLES[f"alarm-{prio}" if flash_on.get(prio, True) else f"alarm-{prio}-off"]
+            if i == selected and prio == "advisory":
+                style += " reverse"
+            out.extend([(line.ljust(width)[:width], style)] for line in lines)
+        if hidden:
+            out.append([(f"  +{hidden} more (up/down)", "bold")])
+        for k, line in enumerate(detail):
+            lead = "  " + hint
+            if k == 0 and hint and line.startswith(lead):
+                out.append([(lead, "bold"), (line[len(lead):], "dim")])
+            else:
+                out.append([(line, "dim")])
+        for k, pieces in enumerate(out):
+            if k:
+                t.append("\n")
+            for text, style in pieces:
+                t.append(text, style=style)
         self.update(t)
+
+    def _want(self, lines: int) -> None:
+        if lines != self.wanted:
+            self.wanted = lines
+            self.post_message(self.Wanted(lines))
 
 
 # IEC 60601-1-8 colours: high red, medium yellow, low cyan; "-off" is the dark half of a flash.

@@ -17,6 +17,7 @@ from monitord import readings as r
 from monitord.clock import FakeClock
 from monitord.config import load_config
 from monitord.dashboard.app import DashboardApp
+from monitord.dashboard.widgets import AlarmList
 from monitord.engine import Engine
 from monitord.link.server import DashboardServer
 from monitord.loop import RuleLoop
@@ -25,8 +26,13 @@ V = r.Vital
 
 
 def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(hello, snapshot, log events) after 20 min of a running infusion, then ``state``."""
-    config = load_config(overrides={"mqtt": {"enabled": False}})
+    """(hello, snapshot, log events) after 20 min of a running infusion, then ``state``:
+    ``normal``; ``medium`` (HR high); ``high`` (and SpO2 critical); ``crisis``: an ICU bed at
+    3 mg/kg/h (the soft dose limit's long message) whose vitals all go wrong, eleven alarms."""
+    overrides: dict[str, Any] = {"mqtt": {"enabled": False}}
+    if state == "crisis":
+        overrides["bed"] = {"care_area": "icu"}
+    config = load_config(overrides=overrides)
     clock = FakeClock()
     engine = Engine(config, clock)
     server = DashboardServer(config, engine, RuleLoop(engine, 1.0), socket_path="/nonexistent/unused.sock")
@@ -54,6 +60,14 @@ def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
             clock.advance(6)
             engine.submit(r.VitalsReading("monitor", {V.HR: 131, V.SPO2: 80 if state == "high" else 96, V.RR: 14,
                                                       V.ETCO2: 38}))
+    if state == "crisis":
+        engine.submit(r.SetOrder("ketamine", 1.0, 210.0, "RN12", syringe_ml=50.0))  # 3 mg/kg/h at 70 kg
+        for i in range(6):
+            clock.advance(6)
+            engine.submit(r.PumpReading("pump", r.PumpState.RUNNING, 210.0, 12.0 + i * 0.35, drug="ketamine",
+                                        concentration_mg_ml=1.0, syringe_ml=50.0))
+            engine.submit(r.VitalsReading("monitor", {V.HR: 131, V.SPO2: 80, V.RR: 6, V.ETCO2: 62, V.SBP: 190,
+                                                      V.DBP: 80, V.MAP: 110}))
     return server.hello(), engine.snapshot(), [e for e in events if e["kind"] not in ("vitals", "infusion")]
 
 
@@ -73,7 +87,7 @@ def app_with(state: str, console: bool = False) -> tuple[DashboardApp, Any]:
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-@pytest.mark.parametrize("state", ["normal", "medium", "high"])
+@pytest.mark.parametrize("state", ["normal", "medium", "high", "crisis"])
 def test_main_screen(snap_compare: Any, state: str, size: tuple[int, int]) -> None:
     app, inject = app_with(state)
     assert snap_compare(app, terminal_size=size, run_before=inject)
@@ -97,6 +111,69 @@ async def test_console_screen_draws_only_ascii() -> None:
     odd = sorted({ch for ch in screen if not (ch.isascii() and (ch.isprintable() or ch == "\n"))})
     assert odd == [], f"non-ASCII on the console screen: {odd}"
     assert "!!! HIGH" in screen and "SPO2 80 %" in screen
+
+
+def screen_text(app: DashboardApp) -> list[str]:
+    """The screen as the nurse reads it: one string per row, no colours."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text().splitlines()
+
+
+def alarm_text(app: DashboardApp) -> str:
+    """The alarm list's rows joined with single spaces: a wrapped message reads as one line."""
+    region = app.query_one(AlarmList).content_region
+    rows = screen_text(app)[region.y: region.bottom]
+    return " ".join(" ".join(row[region.x: region.right].split()) for row in rows)
+
+
+DOSE_MESSAGE = "Dose 3 mg/kg/h is above 2 mg/kg/h: record a physician override"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+async def test_every_alarm_message_can_be_read_in_full(size: tuple[int, int]) -> None:
+    """Eleven alarms, some with long messages: the highest stays on screen whole, the selected
+    one is always whole (here the soft dose limit, longer than the list is wide), and what does
+    not fit is counted, not silently dropped; vitals and pump stay on screen."""
+    app, inject = app_with("crisis")
+    _, snapshot, _ = bed_data("crisis")
+    messages = [a["message"] for a in snapshot["alarms"]]
+    assert DOSE_MESSAGE in messages
+    async with app.run_test(size=size) as pilot:
+        await inject(pilot)
+        await pilot.pause()
+        if size == (80, 24):  # the message is longer than the list is wide
+            assert len(DOSE_MESSAGE) + AlarmList.INDENT > app.query_one(AlarmList).content_region.width
+        assert f"!!! HIGH {messages[0]}" in alarm_text(app)
+        for _ in range(messages.index(DOSE_MESSAGE)):
+            await pilot.press("down")
+        await pilot.pause()
+        shown = alarm_text(app)
+        assert f"!! MEDIUM {DOSE_MESSAGE}" in shown and f"!!! HIGH {messages[0]}" in shown
+        on_screen = sum(m in shown for m in messages)
+        if on_screen < len(messages):
+            assert f"+{len(messages) - on_screen} more" in shown
+        else:
+            assert "more (up/down)" not in shown
+        screen = "\n".join(screen_text(app))
+    for text in ("HR", "NIBP", "SpO2", "RR", "EtCO2", "(110) 0s ago", "PUMP RUNNING", "3.00 mg/kg/h", "Event log"):
+        assert text in screen, text
+    if size == (120, 40):
+        assert on_screen == len(messages)  # room for every alarm
+
+
+@pytest.mark.parametrize(("size", "lines"), [((80, 24), 1), ((120, 40), 3)], ids=["80x24", "120x40"])
+async def test_trends_use_the_height_a_large_screen_has(size: tuple[int, int], lines: int) -> None:
+    app, inject = app_with("high")
+    async with app.run_test(size=size) as pilot:
+        await inject(pilot)
+        await pilot.pause()
+        for tile in ("hr", "spo2"):
+            trend = app.query_one(f"#tile-{tile} .tile-trend")
+            rows = str(trend.render()).split("\n")
+            assert trend.size.height == lines and len(rows) == lines
+            assert any(ch != " " for ch in rows[-1])  # the bottom row carries every bar's foot
 
 
 def test_snapshot_states_differ_as_intended() -> None:
