@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dashboard", action="store_true", help="print alarm events and readings instead")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (config, logs, database)")
+    p.add_argument("--no-mqtt", action="store_true",
+                   help="do not publish, even if a broker listens on 127.0.0.1:1883 (default: publish if one does)")
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -75,7 +77,9 @@ def demo_config(scenario: Scenario, ports: dict[str, Any], workdir: Path, mqtt: 
         "bed": {"id": "demo"},
         "devices": devices,
         "store": {"state_dir": str(workdir / "state")},
-        "mqtt": {"enabled": mqtt, "host": MQTT_PROBE[0], "port": MQTT_PROBE[1]},
+        # A client id of its own, so two demos on one broker do not take each other's session.
+        "mqtt": {"enabled": mqtt, "host": MQTT_PROBE[0], "port": MQTT_PROBE[1],
+                 "client_id": f"monitord-demo-{os.getpid()}"},
         "dashboard": {"socket": str(workdir / "dashboard.sock")},
     }
     return merge(scenario.config_overrides, ours)
@@ -354,7 +358,7 @@ class Demo:
             out("monitord demo: the simulator did not start; its log:\n" + sim.tail())
             return 1
         ports = json.loads(ports_file.read_text())
-        mqtt = mqtt_reachable()
+        mqtt = not args.no_mqtt and mqtt_reachable()
         config_file = self.workdir / "monitord.toml"
         config_file.write_text(toml_dumps(demo_config(scenario, ports, self.workdir, mqtt)))
         try:
@@ -364,7 +368,8 @@ class Demo:
             return 1
         out(f"monitord demo: {scenario.name}")
         out(f"  monitor {ports.get('monitor')}   pump ({ports.get('pump_protocol')}) {ports.get('pump')}")
-        out(f"  MQTT {'to ' + ':'.join(map(str, MQTT_PROBE)) if mqtt else 'off (no broker on 127.0.0.1:1883)'}"
+        off = "off (--no-mqtt)" if args.no_mqtt else "off (no broker on 127.0.0.1:1883)"
+        out(f"  MQTT {'to ' + ':'.join(map(str, MQTT_PROBE)) if mqtt else off}"
             f"   files in {self.workdir}")
         daemon = self._spawn("daemon", _cli("run", "-c", str(config_file)), "daemon.log")
         if not _wait(sock.exists, daemon, START_TIMEOUT_S):

@@ -27,7 +27,7 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_demo_runs_headless_prints_the_course_and_leaves_nothing_behind() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "monitord.cli", "demo", "--no-dashboard", "--duration", "20"],
+        [sys.executable, "-m", "monitord.cli", "demo", "--no-dashboard", "--no-mqtt", "--duration", "20"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     out = result.stdout
