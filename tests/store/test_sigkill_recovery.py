@@ -31,21 +31,31 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE_ML_H = 35.0
 POLL_S = 0.5
 CONC = 1.0
+MONITOR_POLL_S = 1.0
 
 
-def _config(tmp: Path) -> str:
+def _config(tmp: Path, bed: str, pump_driver: str, pump_port: str, monitor_port: str | None = None) -> str:
+    """The daemon's site file for these tests: the pump, optionally the monitor, no MQTT."""
+    monitor = f"""
+[devices.monitor]
+driver = "datex"
+poll_interval_s = {MONITOR_POLL_S}
+timeout_s = 10.0
+[devices.monitor.serial]
+port = "{monitor_port}"
+""" if monitor_port else ""
     return f"""
 [bed]
-id = "bed-kill"
+id = "{bed}"
 care_area = "outpatient-infusion"
 
 [devices.pump]
-driver = "modbus"
+driver = "{pump_driver}"
 poll_interval_s = {POLL_S}
 timeout_s = 5.0
 [devices.pump.serial]
-port = "{tmp / 'pump'}"
-
+port = "{pump_port}"
+{monitor}
 [store]
 state_dir = "{tmp / 'state'}"
 flush_interval_s = 0.2
@@ -55,7 +65,6 @@ enabled = false
 
 [dashboard]
 socket = "{tmp / 'dash.sock'}"
-nurse_id_required = true
 """
 
 
@@ -110,7 +119,7 @@ async def _command(sock: Path, *commands: tuple[str, dict[str, Any]]) -> None:
 
 async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
     cfg = tmp_path / "site.toml"
-    cfg.write_text(_config(tmp_path))
+    cfg.write_text(_config(tmp_path, "bed-kill", "modbus", str(tmp_path / "pump")))
     db = tmp_path / "state" / "monitord.db"
     sock = tmp_path / "dash.sock"
     sim_log, d1_log, d2_log = tmp_path / "sim.log", tmp_path / "daemon1.log", tmp_path / "daemon2.log"
@@ -184,39 +193,6 @@ async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
 # -- pump and monitor, played by ``monitord sim`` -------------------------------------------
 
 SCENARIO = Path(__file__).with_name("sigkill-with-monitor.toml")
-MONITOR_POLL_S = 1.0
-
-
-def _sim_config(tmp: Path, ports: dict[str, Any]) -> str:
-    return f"""
-[bed]
-id = "bed-kill2"
-care_area = "outpatient-infusion"
-
-[devices.pump]
-driver = "{ports['pump_protocol']}"
-poll_interval_s = {POLL_S}
-timeout_s = 5.0
-[devices.pump.serial]
-port = "{ports['pump']}"
-
-[devices.monitor]
-driver = "datex"
-poll_interval_s = {MONITOR_POLL_S}
-timeout_s = 10.0
-[devices.monitor.serial]
-port = "{ports['monitor']}"
-
-[store]
-state_dir = "{tmp / 'state'}"
-flush_interval_s = 0.2
-
-[mqtt]
-enabled = false
-
-[dashboard]
-socket = "{tmp / 'dash.sock'}"
-"""
 
 
 async def _snapshot(sock: Path, ready: Any) -> dict[str, Any]:
@@ -259,7 +235,7 @@ async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: P
         ports = json.loads(paths.read_text())
         assert ports["monitor"] and ports["pump"]
         cfg = tmp_path / "site.toml"
-        cfg.write_text(_sim_config(tmp_path, ports))
+        cfg.write_text(_config(tmp_path, "bed-kill2", ports["pump_protocol"], ports["pump"], ports["monitor"]))
 
         daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d1_log)
         started = "SELECT count(*) FROM events WHERE kind='session' AND json_extract(data,'$.action')='started'"
