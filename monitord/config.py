@@ -8,6 +8,7 @@ file, the key, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -245,7 +246,6 @@ class MqttConfig(Strict):
 
 class DashboardConfig(Strict):
     socket: str = "/run/monitord/dashboard.sock"
-    nurse_id_required: bool = True
 
 
 class WatchdogConfig(Strict):
@@ -333,8 +333,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def load_or_report(path: str | Path | None) -> Config | None:
     """``load_config`` for a command line: on error, print the message to stderr and return None."""
-    import sys
-
     try:
         return load_config(path)
     except ConfigError as exc:

@@ -116,7 +116,7 @@ class Scenario:
     steps: list[Step]
     expectations: list[Expectation]
 
-    def config(self, base: Config | None = None, site_file: str | Path | None = None) -> Config:
+    def config(self, site_file: str | Path | None = None) -> Config:
         over = merge({"devices": DEVICE_CONFIG}, self.config_overrides)
         return load_config(site_file, overrides=over)
 

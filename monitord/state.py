@@ -100,7 +100,6 @@ class BedState:
     patient: Patient | None = None
     order: Order | None = None
     started_at: datetime | None = None
-    stopped_mono: float | None = None
     # Infusion time accumulates only while running; paused time is excluded.
     infusion_time_s: float = 0.0
     running_since_mono: float | None = None

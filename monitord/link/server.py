@@ -205,7 +205,6 @@ class DashboardServer:
                 },
                 "effects": [e.value for e in r.Effect],
                 "stale_after_s": {v.value: max_age(cfg, v) for v in r.Vital},
-                "nurse_id_required": cfg.dashboard.nurse_id_required,
                 "tick_s": cfg.watchdog.tick_s,
                 "overridable": sorted(self.engine.overridable()),
             },
