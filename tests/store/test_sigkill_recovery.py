@@ -103,6 +103,23 @@ def _count(db: Path, sql: str, *params: Any) -> int:
         return 0
 
 
+STARTED = "SELECT count(*) FROM events WHERE kind='session' AND json_extract(data,'$.action')='started'"
+RECOVERED = "SELECT count(*) FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'"
+
+
+async def _kill_and_restart(daemon: asyncio.subprocess.Process, cfg: Path, db: Path,
+                            log: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """SIGKILL the daemon, leave it down a while (the devices carry on), start it again and wait
+    for its recovery event. Returns the new process and the last seq stored before the kill."""
+    daemon.send_signal(signal.SIGKILL)
+    assert await asyncio.wait_for(daemon.wait(), 30) == -signal.SIGKILL
+    killed_at_seq = _count(db, "SELECT max(seq) FROM events")
+    await asyncio.sleep(1.5)
+    daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=log)
+    await _wait(lambda: _count(db, RECOVERED) == 1, "the recovery event", 60.0, daemon, log)
+    return daemon, killed_at_seq
+
+
 async def _command(sock: Path, *commands: tuple[str, dict[str, Any]]) -> None:
     client = LinkClient(sock, lambda msg: None, retry_s=0.2)
     task = asyncio.create_task(client.run())
@@ -135,19 +152,11 @@ async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
                        ("order", {"drug": "ketamine", "concentration_mg_ml": CONC, "rate_ml_h": RATE_ML_H,
                                   "syringe_ml": 50.0}),
                        ("start", {}))
-        started = "SELECT count(*) FROM events WHERE kind='session' AND json_extract(data,'$.action')='started'"
-        await _wait(lambda: _count(db, started) == 1, "the start to be stored", 30.0, daemon, d1_log)
+        await _wait(lambda: _count(db, STARTED) == 1, "the start to be stored", 30.0, daemon, d1_log)
         infusing = "SELECT count(*) FROM events WHERE kind='infusion' AND seq > (SELECT max(seq) FROM events WHERE kind='session')"
         await _wait(lambda: _count(db, infusing) >= 6, "pump readings during the infusion", 60.0, daemon, d1_log)
 
-        daemon.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(daemon.wait(), 30) == -signal.SIGKILL
-        killed_at_seq = _count(db, "SELECT max(seq) FROM events")
-        await asyncio.sleep(1.5)  # down for a while; the pump keeps infusing
-
-        daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d2_log)
-        recovered = "SELECT count(*) FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'"
-        await _wait(lambda: _count(db, recovered) == 1, "the recovery event", 60.0, daemon, d2_log)
+        daemon, killed_at_seq = await _kill_and_restart(daemon, cfg, db, d2_log)
         after = "SELECT count(*) FROM events WHERE kind='infusion' AND seq > (SELECT seq FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered')"
         await _wait(lambda: _count(db, after) >= 6, "pump readings after the restart", 60.0, daemon, d2_log)
         daemon.send_signal(signal.SIGTERM)
@@ -238,21 +247,13 @@ async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: P
         cfg.write_text(_config(tmp_path, "bed-kill2", ports["pump_protocol"], ports["pump"], ports["monitor"]))
 
         daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d1_log)
-        started = "SELECT count(*) FROM events WHERE kind='session' AND json_extract(data,'$.action')='started'"
-        await _wait(lambda: _count(db, started) == 1, "the start to be stored", 60.0, daemon, d1_log)
+        await _wait(lambda: _count(db, STARTED) == 1, "the start to be stored", 60.0, daemon, d1_log)
         latched = "SELECT count(*) FROM alarm_events WHERE rule_id='vital.spo2_critical' AND transition='latched'"
         await _wait(lambda: _count(db, latched) == 1, "vital.spo2_critical to latch", 60.0, daemon, d1_log)
         infusing = "SELECT count(*) FROM events WHERE kind='infusion' AND seq > (SELECT max(seq) FROM events WHERE kind='alarm')"
         await _wait(lambda: _count(db, infusing) >= 2, "pump readings after the latch", 30.0, daemon, d1_log)
 
-        daemon.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(daemon.wait(), 30) == -signal.SIGKILL
-        killed_at_seq = _count(db, "SELECT max(seq) FROM events")
-        await asyncio.sleep(1.5)  # down for a while; the pump keeps infusing, the monitor keeps sending
-
-        daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d2_log)
-        recovered = "SELECT count(*) FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'"
-        await _wait(lambda: _count(db, recovered) == 1, "the recovery event", 60.0, daemon, d2_log)
+        daemon, killed_at_seq = await _kill_and_restart(daemon, cfg, db, d2_log)
         rec_seq = _count(db, "SELECT seq FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'")
         after = "SELECT count(*) FROM events WHERE kind=? AND seq > ?"
         await _wait(lambda: _count(db, after, "infusion", rec_seq) >= 4 and _count(db, after, "vitals", rec_seq) >= 3,
