@@ -101,8 +101,12 @@ class DeviceAlarmCode(StrEnum):
     EMPTY = "empty"
     LOW_BATTERY = "low_battery"
     DOOR_OPEN = "door_open"
-    SENSOR_OFF = "sensor_off"  # SpO2 probe off, ECG leads off, etc.
+    SENSOR_OFF = "sensor_off"  # a sensor off that the device does not name
     DEVICE_FAULT = "device_fault"
+    APNOEA = "apnoea"  # the monitor's own apnoea / no-breath alarm
+    LEADS_OFF = "leads_off"  # ECG leads off
+    PROBE_OFF = "probe_off"  # SpO2 probe off the finger or disconnected
+    IMPLAUSIBLE = "implausible"  # the device sent data that cannot be right (e.g. an ambient pressure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +165,13 @@ class Effect(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PsychomimeticEffects:
-    """Effects the nurse currently observes; an empty set records that they resolved."""
+    """Effects the nurse currently observes; an empty set records that they resolved.
+    ``severity`` is the nurse's grading of the worst of them: mild, moderate or severe."""
 
     effects: frozenset[Effect]
     actor: str
     note: str = ""
+    severity: str = "mild"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +194,9 @@ class Admit:
     actor: str
     elderly: bool | None = None  # None: derive from age and the configured elderly age
     comorbid: bool = False
+    # This patient's last recorded weight (looked up by the caller), checked against the entry.
+    previous_weight_kg: float | None = None
+    confirm: bool = False  # the nurse has seen the warning and confirms the entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +207,14 @@ class SetOrder:
     actor: str
     bolus_mg: float = 0.0
     syringe_ml: float | None = None
+    planned_duration_min: float | None = None
+    confirm: bool = False  # the nurse has seen the computed dose and verdict and confirms
 
 
 @dataclass(frozen=True, slots=True)
 class StartInfusion:
     actor: str
+    confirm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +267,12 @@ class ChecklistAnswers:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
+    """``alarm_seq``: the transition the acknowledger saw; an ack older than the alarm's current
+    occurrence is refused as stale (a late or replayed ack never silences a newer alarm)."""
+
     rule_id: str
     actor: str
+    alarm_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +296,17 @@ class TreatmentCount:
 
 
 @dataclass(frozen=True, slots=True)
+class ManualBolus:
+    """Ketamine given by hand (not through the monitored pump): counts in the cumulative dose
+    and in the bolus window."""
+
+    dose_mg: float
+    actor: str
+    route: str = "iv"
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class OutputStatus:
     """Health of one of the daemon's own outputs: ``store``, ``mqtt`` or ``dashboard``."""
 
@@ -288,7 +315,7 @@ class OutputStatus:
     detail: str = ""
 
 
-NurseEntry = SedationScore | PainScore | PsychomimeticEffects | RescueMedication
+NurseEntry = SedationScore | PainScore | PsychomimeticEffects | RescueMedication | ManualBolus
 Command = (
     Admit
     | SetOrder
