@@ -2,11 +2,17 @@
 
 Rules report which conditions are present; ``AlarmManager.update`` turns that into alarms:
 - a condition must persist for its rule's delay before it becomes an alarm (artefact filter);
-- when it ends, a non-latching alarm clears; a latching one stays ``latched`` until a clinician
-  resets (or acknowledges) it;
+- a condition whose finding carries a higher priority (a merged vital limit, an overdue
+  reminder) raises the alarm's priority; it is held until the condition ends;
+- when it ends, a non-latching alarm clears; a latching one that reached HIGH stays ``latched``
+  until a clinician resets (or acknowledges) it;
 - acknowledge silences one alarm (it stays shown while its condition lasts); audio pause
-  silences every alarm sounding now for a disclosed time, never one that arises later;
-- an alarm nobody answers rises one priority after ``escalate_after_s`` (high is the top).
+  silences every alarm sounding now for a disclosed time, never one that arises later; an
+  acknowledgement tied to an older occurrence (``alarm_seq``) is refused as stale;
+- an alarm nobody answers rises one priority after ``escalate_after_s`` (one step at a time;
+  never advisories, never acknowledged or paused alarms);
+- after a restart, restored alarms are held ``restore_hold_s`` so that inputs not yet re-read
+  cannot clear them (no cleared/raised pair across a restart).
 Every transition is emitted with a gapless per-bed ``alarm_seq`` and who acted.
 Advisory-priority conditions are shown and recorded but never sound; advisory-kind rules
 (reminders, course review) sound at their priority but never escalate.
@@ -80,6 +86,8 @@ class Alarm:
     since_mono: float
     escalate_at: float | None
     actor: str = SYSTEM
+    occurrence_seq: int = 0  # alarm_seq of the transition that started this occurrence
+    hold_until: float | None = None  # restored after a restart: not cleared before this
 
     @property
     def sounds(self) -> bool:
@@ -98,6 +106,7 @@ class Alarm:
             "value": self.value,
             "source": self.rule.source,
             "since": self.since.isoformat().replace("+00:00", "Z"),
+            "occurrence_seq": self.occurrence_seq,
         }
 
 
@@ -123,9 +132,18 @@ class AlarmManager:
             alarm = self.alarms.get(rule_id)
             if alarm is not None:
                 alarm.message, alarm.value = finding.message, finding.value
+                alarm.hold_until = None
                 if alarm.state is AlarmState.LATCHED:
                     alarm.state = AlarmState.ACTIVE
-                    self._transition(alarm, Transition.REACTIVATED, SYSTEM)
+                    alarm.inactivation = Inactivation.ENABLED
+                    self._transition(alarm, Transition.REACTIVATED, SYSTEM, new_occurrence=True)
+                prio = finding.priority or rule.priority
+                if prio.rank > alarm.priority.rank:
+                    alarm.priority = prio
+                    if alarm.inactivation is Inactivation.ACKNOWLEDGED:
+                        alarm.inactivation = Inactivation.ENABLED  # a worse condition sounds again
+                    alarm.escalate_at = self._escalation_time(rule.kind, prio, now)
+                    self._transition(alarm, Transition.ESCALATED, SYSTEM)
                 continue
             began = self._pending.setdefault(rule_id, now)
             if now - began >= rule.delay_s:
@@ -136,7 +154,9 @@ class AlarmManager:
         for rule_id, alarm in list(self.alarms.items()):
             if rule_id in findings or alarm.state is AlarmState.LATCHED:
                 continue
-            if alarm.latching:
+            if alarm.hold_until is not None and now < alarm.hold_until:
+                continue
+            if alarm.latching and alarm.priority is Priority.HIGH:
                 alarm.state = AlarmState.LATCHED
                 self._transition(alarm, Transition.LATCHED, SYSTEM)
             else:
@@ -147,7 +167,7 @@ class AlarmManager:
     def _raise(self, rule: Rule, finding: Finding, now: float, wall: datetime) -> None:
         alarm = Alarm(
             rule=rule,
-            priority=rule.priority,
+            priority=finding.priority or rule.priority,
             state=AlarmState.ACTIVE,
             inactivation=Inactivation.ENABLED,
             latching=rule.id in self.cfg.latching,
@@ -155,11 +175,11 @@ class AlarmManager:
             value=finding.value,
             since=wall,
             since_mono=now,
-            escalate_at=self._escalation_time(rule.kind, rule.priority, now),
+            escalate_at=self._escalation_time(rule.kind, finding.priority or rule.priority, now),
         )
         self.alarms[rule.id] = alarm
         self._pending.pop(rule.id, None)
-        self._transition(alarm, Transition.RAISED, SYSTEM)
+        self._transition(alarm, Transition.RAISED, SYSTEM, new_occurrence=True)
 
     def _escalation_time(self, kind: Kind, priority: Priority, start: float) -> float | None:
         after = self.cfg.escalate_after_s.get(priority)
@@ -190,8 +210,10 @@ class AlarmManager:
         alarm.state = AlarmState.INACTIVE
         self._transition(alarm, how, actor)
 
-    def _transition(self, alarm: Alarm, how: Transition, actor: str) -> None:
+    def _transition(self, alarm: Alarm, how: Transition, actor: str, new_occurrence: bool = False) -> None:
         self.alarm_seq += 1
+        if new_occurrence:
+            alarm.occurrence_seq = self.alarm_seq
         alarm.actor = actor
         data = alarm.to_dict()
         data.update(alarm_seq=self.alarm_seq, transition=how.value, phase=PHASE[how], actor=actor)
@@ -199,11 +221,15 @@ class AlarmManager:
 
     # -- operator actions -------------------------------------------------------------------
 
-    def acknowledge(self, rule_id: str, actor: str) -> None:
-        """Silence one alarm. A latched alarm whose condition is over is reset by it."""
+    def acknowledge(self, rule_id: str, actor: str, alarm_seq: int | None = None) -> None:
+        """Silence one alarm. A latched alarm whose condition is over is reset by it.
+        ``alarm_seq``: the transition the acknowledger saw; older than this occurrence is stale."""
         alarm = self.alarms.get(rule_id)
         if alarm is None:
             raise Refused(f"No alarm '{rule_id}' to acknowledge")
+        if alarm_seq is not None and alarm_seq < alarm.occurrence_seq:
+            raise Refused(f"Acknowledgement of '{rule_id}' is stale: it refers to alarm_seq {alarm_seq}, the alarm "
+                          f"was raised again at {alarm.occurrence_seq}")
         if alarm.state is AlarmState.LATCHED:
             self._end(alarm, Transition.RESET, actor)
             return
@@ -247,9 +273,13 @@ class AlarmManager:
         """Alarms to show, highest priority first, then oldest first."""
         return sorted(self.alarms.values(), key=lambda a: (-a.priority.rank, a.since_mono))
 
-    def restore(self, saved: list[dict[str, Any]], now: float, wall: datetime) -> None:
-        """Bring back alarms that were active or latched before a restart (no events emitted:
-        they were recorded when they happened)."""
+    def restore(self, saved: list[dict[str, Any]], now: float, wall: datetime,
+                pause_remaining_s: float = 0.0) -> None:
+        """Bring back alarms that were active or latched before a restart, with their priority,
+        acknowledgement and a remaining audio pause (no events emitted: they were recorded when
+        they happened). They are held ``restore_hold_s`` until fresh inputs can judge them."""
+        if pause_remaining_s > 0:
+            self.pause_until = now + pause_remaining_s
         for d in saved:
             rule = self.rules.get(d["rule_id"])
             if rule is None:
@@ -266,4 +296,11 @@ class AlarmManager:
                 since=since,
                 since_mono=now - max(0.0, (wall - since).total_seconds()),
                 escalate_at=None,
+                occurrence_seq=int(d.get("occurrence_seq") or 0),
+                hold_until=now + self.cfg.restore_hold_s,
             )
+            alarm = self.alarms[rule.id]
+            if alarm.inactivation is Inactivation.AUDIO_PAUSED and self.pause_until is None:
+                alarm.inactivation = Inactivation.ENABLED
+            if alarm.inactivation is Inactivation.ENABLED and alarm.state is AlarmState.ACTIVE:
+                alarm.escalate_at = self._escalation_time(rule.kind, alarm.priority, now)

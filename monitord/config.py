@@ -60,6 +60,10 @@ class PatientLimits(Strict):
     age_years_min: Annotated[int, Field(ge=0)]
     age_years_max: Annotated[int, Field(gt=0)]
     elderly_age_years: Annotated[int, Field(gt=0)]
+    # Entry safety: a weight this far from the patient's last recorded one, or above the
+    # confirmation level, or that matches the last weight in pounds, needs confirming.
+    weight_change_confirm_pct: Annotated[float, Field(gt=0, le=100)]
+    weight_confirm_above_kg: Positive
 
     @model_validator(mode="after")
     def _ordered(self) -> PatientLimits:
@@ -95,6 +99,21 @@ class DrugEntry(Strict):
     rate_tolerance_pct: NonNeg
     rate_mismatch_delay_s: NonNeg
     syringe_tolerance_ml: NonNeg
+    # mg/kg/h and mg/kg are compared with the guideline's numbers after rounding to this step.
+    dose_precision: Annotated[float, Field(gt=0, le=0.1)]
+    bolus_window_s: Annotated[float, Field(gt=0, le=86400)]
+    # Boluses in the window above this total alarm in a monitored unit or ICU.
+    bolus_window_max_monitored_mg_kg: Positive
+    # An order bolus above this per kg is refused as an entry error.
+    bolus_order_max_mg_kg: Positive
+    # Pump infusing against the recorded intent (after Stop, during Pause, with no order) alarms
+    # after this long: time to reach the pump after recording the action.
+    intent_mismatch_delay_s: Annotated[float, Field(ge=0, le=600)]
+    # Pump infusing before Start was recorded.
+    running_not_started_delay_s: Annotated[float, Field(ge=0, le=3600)]
+    # Session running but the pump has not infused for this long.
+    pump_idle_alarm_s: Annotated[float, Field(gt=0, le=86400)]
+    rescue_dose_mg_max: Positive
     dose: DoseThresholds
     dose_elderly_or_comorbid: DoseThresholds
     rescue_medications: list[str] = Field(min_length=1)
@@ -135,6 +154,11 @@ class VitalsConfig(Strict):
     baseline_max_age_s: Positive
     respiratory_warnings_for_alarm: Annotated[int, Field(ge=2)]
     source_missing_s: dict[Vital, Positive]
+    apnoea_s: Annotated[float, Field(gt=0, le=120)]
+    # EtCO2 at or below this with no breath counted is no breath; above it but below the line
+    # check level while breaths are counted, the sampling line is suspect (technical).
+    apnoea_etco2_mmhg: Annotated[float, Field(ge=0, le=20)]
+    etco2_line_check_mmhg: Annotated[float, Field(ge=0, le=30)]
     physical_range: dict[Vital, PhysicalRange]
     limits: list[VitalLimit]
 
@@ -152,7 +176,19 @@ class SedationConfig(Strict):
     poss_high: Annotated[int, Field(ge=1, le=4)]
     rass_medium: Annotated[int, Field(ge=-5, le=4)]
     rass_high: Annotated[int, Field(ge=-5, le=4)]
-    assessment_interval_s: Positive
+    rass_agitation: Annotated[int, Field(ge=1, le=4)]
+
+
+class ObservationConfig(Strict):
+    """When an observation (sedation score) is due; a reminder is shown when due and sounds
+    (low priority) only once it is overdue by ``grace_s``."""
+
+    first_hour_interval_s: Annotated[float, Field(gt=0, le=14400)]
+    interval_s: Annotated[float, Field(gt=0, le=14400)]
+    first_phase_s: Annotated[float, Field(ge=0, le=86400)]
+    after_rate_change_s: Annotated[float, Field(gt=0, le=14400)]
+    after_stop_s: Annotated[float, Field(gt=0, le=14400)]
+    grace_s: Annotated[float, Field(ge=0, le=14400)]
 
 
 class ChecklistItem(Strict):
@@ -178,6 +214,9 @@ class AlarmConfig(Strict):
     escalate_after_s: dict[Priority, Positive]
     latching: list[str]
     device_alarm_priority: dict[str, Priority]
+    device_alarm_delay_s: dict[str, NonNeg]
+    # After a restart, restored alarms are held this long before their inputs can clear them.
+    restore_hold_s: Annotated[float, Field(ge=0, le=300)]
 
 
 class SerialPort(Strict):
@@ -208,6 +247,8 @@ class MonitorDevice(Strict):
     serial: SerialPort
     poll_interval_s: Positive = 5.0
     timeout_s: Positive = 15.0
+    # "auto": a capnograph counts as connected once the monitor has sent a valid EtCO2.
+    capnograph: Literal["auto"] | bool = "auto"
 
 
 class DevicesConfig(Strict):
@@ -258,6 +299,7 @@ class Config(Strict):
     ketamine: DrugEntry
     vitals: VitalsConfig
     sedation: SedationConfig
+    observations: ObservationConfig
     course: CourseConfig
     alarms: AlarmConfig
     checklist: list[ChecklistItem]

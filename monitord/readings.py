@@ -290,9 +290,19 @@ class ResetAlarm:
 
 @dataclass(frozen=True, slots=True)
 class TreatmentCount:
-    """Treatments this patient had in the last 12 months (from the store's registry)."""
+    """What the store's registry knows of this patient: treatments in the last 12 months and
+    the weight recorded at the last admission."""
 
     count: int
+    last_weight_kg: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmWeight:
+    """The nurse checked the weight after a warning: confirms it, or corrects it."""
+
+    weight_kg: float
+    actor: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +334,7 @@ Command = (
     | ResumeInfusion
     | StopInfusion
     | Discharge
+    | ConfirmWeight
     | CaptureBaseline
     | Override
     | ChecklistAnswers

@@ -1,6 +1,10 @@
-"""The state of one bed: patient, order, session clock, latest readings, nurse observations.
+"""The state of one bed, in two parts that rules read side by side:
 
-``BedState`` is plain data that rules read. Only ``monitord.engine`` mutates it.
+- the *intent*: what the nurse recorded (patient, order, session status, observations);
+- the *truth*: what the devices report, each with the monotonic time it arrived, and what follows
+  from it (infusion time and dose from the pump's volume, boluses, condition onsets).
+
+``BedState`` is plain data. Only the engine (``monitord.intent``, ``monitord.truth``) mutates it.
 Times named ``*_mono`` are monotonic seconds; ``*_at`` are UTC datetimes for display and records.
 """
 
@@ -51,6 +55,7 @@ class Order:
     rate_ml_h: float
     bolus_mg: float
     syringe_ml: float | None
+    planned_duration_min: float | None = None
 
 
 @dataclass(slots=True)
@@ -94,16 +99,33 @@ class Sedation:
 
 
 @dataclass(slots=True)
+class Bolus:
+    mono: float
+    mg: float
+    source: str  # "pump" or "hand"
+
+
+INFUSING = (PumpState.RUNNING, PumpState.BOLUS)
+
+
+@dataclass(slots=True)
 class BedState:
     bed_id: str
     status: SessionStatus = SessionStatus.EMPTY
     patient: Patient | None = None
     order: Order | None = None
     started_at: datetime | None = None
-    # Infusion time accumulates only while running; paused time is excluded.
+    admitted_mono: float | None = None
+    start_mono: float | None = None  # Start recorded, or the pump first infused (observation schedule)
+    stopped_mono: float | None = None
+    # Truth from the pump: time it actually infused, mg from its volume (and hand-given boluses).
     infusion_time_s: float = 0.0
-    running_since_mono: float | None = None
     cumulative_mg: float = 0.0
+    infusion_rate_ml_h: float | None = None  # the last running (not bolus) rate the pump reported
+    rate_change_mono: float | None = None
+    pump_idle_since_mono: float | None = None  # pump not infusing since (None: infusing or never seen)
+    boluses: list[Bolus] = field(default_factory=list)
+    bolus_episode: Bolus | None = None  # a pump bolus under way (mg so far)
     vitals: dict[Vital, VitalValue] = field(default_factory=dict)
     # Monotonic time the last frame of any kind came from each device (silence detection).
     device_seen_mono: dict[str, float] = field(default_factory=dict)
@@ -114,23 +136,44 @@ class BedState:
     device_alarms: dict[str, frozenset[DeviceAlarmCode]] = field(default_factory=dict)
     # Values a device sent outside the physical range, by vital (cleared by a good value).
     out_of_range: dict[Vital, float] = field(default_factory=dict)
+    # When each limit's condition began (limit id or derived key -> mono); rules judge delays from it.
+    onsets: dict[str, float] = field(default_factory=dict)
+    capnograph_seen: bool = False  # the monitor has sent a valid EtCO2 in this session
+    device_back_mono: dict[str, float] = field(default_factory=dict)  # frames resumed after a silence
     baseline: dict[Vital, float] = field(default_factory=dict)
     sedation: Sedation | None = None
     last_assessment_mono: float | None = None
     pain: list[tuple[float, int]] = field(default_factory=list)  # (mono, score)
     effects: frozenset[Effect] = frozenset()
+    effects_severity: str = "mild"
+    rescues: list[dict[str, object]] = field(default_factory=list)
+    weight_check: str | None = None  # why the entered weight needs checking (history disagrees)
+    weight_confirmed: bool = False  # checked against history at entry, or confirmed since
     overrides: dict[str, str] = field(default_factory=dict)  # rule id -> reason
     checklist: dict[str, bool] = field(default_factory=dict)
     treatments_last_12_months: int | None = None
     # Set when the infusion stops; the course rules evaluate the finished course.
     course_finished: bool = False
+    ever_infused: bool = False
     output_faults: dict[str, str] = field(default_factory=dict)  # component -> detail
     monitoring_started_mono: float = 0.0
 
+    def pump_infusing(self) -> bool:
+        """The pump's own last report says it is delivering drug."""
+        p = self.pump
+        if p is None or p.state not in INFUSING:
+            return False
+        return p.state is PumpState.BOLUS or p.rate_ml_h is None or p.rate_ml_h > 0
+
     def infusion_time_at(self, now_mono: float) -> float:
-        if self.running_since_mono is None:
-            return self.infusion_time_s
-        return self.infusion_time_s + (now_mono - self.running_since_mono)
+        """Time the pump actually infused, up to now."""
+        if self.pump is not None and self.pump_infusing():
+            return self.infusion_time_s + max(0.0, now_mono - self.pump.mono)
+        return self.infusion_time_s
+
+    def bolus_mg_in_window(self, now_mono: float, window_s: float) -> float:
+        total = sum(b.mg for b in self.boluses if now_mono - b.mono <= window_s)
+        return total + (self.bolus_episode.mg if self.bolus_episode is not None else 0.0)
 
     def fresh(self, vital: Vital, now_mono: float, max_age_s: float) -> float | None:
         """The current value of ``vital`` if valid and no older than ``max_age_s``, else None."""
@@ -142,12 +185,15 @@ class BedState:
         return v.value
 
     def dose_rate_mg_kg_h(self) -> float | None:
-        """Current dose rate from the pump's rate and the ORDERED concentration (what pharmacy
-        prepared); a pump programmed with another concentration raises its own alarm."""
+        """Current infusion dose rate from the pump's rate and the ORDERED concentration (what
+        pharmacy prepared); a pump programmed with another concentration raises its own alarm.
+        During a bolus the rate a pump reports is the bolus rate: the infusion rate is the last
+        running rate (the bolus is judged by the bolus rule)."""
         if self.patient is None or self.order is None or self.pump is None:
             return None
-        if self.pump.rate_ml_h is None:
-            return None
-        if self.pump.state not in (PumpState.RUNNING, PumpState.BOLUS):
+        if not self.pump_infusing():
             return 0.0
-        return dose_rate_mg_kg_h(self.pump.rate_ml_h, self.order.concentration_mg_ml, self.patient.weight_kg)
+        rate = self.infusion_rate_ml_h if self.pump.state is PumpState.BOLUS else self.pump.rate_ml_h
+        if rate is None:
+            return None
+        return dose_rate_mg_kg_h(rate, self.order.concentration_mg_ml, self.patient.weight_kg)

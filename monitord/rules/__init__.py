@@ -22,13 +22,14 @@ def rules_markdown(cfg: Config) -> str:
     """The rule table for docs/rules.md, from the rules as configured."""
     latching = set(cfg.alarms.latching)
     lines = [
-        "| id | priority | kind | condition (default) | delay | latching | source | why this priority |",
-        "|---|---|---|---|---|---|---|---|",
+        "| id | priority | kind | condition (default) | delay | latching | stays active after Stop | source "
+        "| why this priority |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in build_rules(cfg):
         cells = [
             f"`{r.id}`", r.priority.value, r.kind.value, r.condition, f"{r.delay_s:g} s",
-            "yes" if r.id in latching else "no", r.source, r.why_priority,
+            "yes (at high)" if r.id in latching else "no", "yes" if r.after_stop else "no", r.source, r.why_priority,
         ]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -18,10 +18,12 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A rule's condition is present now."""
+    """A rule's condition is present now. ``priority``, where given, is the priority of what is
+    present (a merged condition: the highest limit met); else the rule's own."""
 
     message: str
     value: float | None = None
+    priority: Priority | None = None
 
 
 Check = Callable[[BedState, float, Config], Finding | None]
@@ -37,6 +39,7 @@ class Rule:
     check: Check
     delay_s: float = 0.0  # alarm-condition delay (persistence filter)
     why_priority: str = ""  # IEC 60601-1-8: record the reason for each rule's priority
+    after_stop: bool = True  # keeps watching after Stop, until discharge (guideline lines 990-995)
 
 
 def fmt(x: float, digits: int = 2) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from monitord.config import Config, Priority
 from monitord.readings import SedationScale
 from monitord.rules.base import Check, Finding, Kind, Rule, fmt
+from monitord.schedule import next_due
 from monitord.state import BedState, SessionStatus
 
 SEDATION_SOURCE = "Guideline Monitoring section (line 906 on) and Q6: sedation on a validated scale, grade A"
@@ -32,25 +33,52 @@ def _sedation_check(scale: SedationScale, threshold_key: str, deeper: str) -> Ch
     return check
 
 
-def overdue(state: BedState, now: float, cfg: Config) -> Finding | None:
-    if state.status is not SessionStatus.RUNNING:
+def observation_due(state: BedState, now: float, cfg: Config) -> Finding | None:
+    """Shown (advisory) once an observation is due; audible (low) once overdue by the grace."""
+    due = next_due(state, cfg)
+    if due is None or now < due:
         return None
-    last = state.last_assessment_mono
-    since = last if last is not None else state.running_since_mono
-    if since is None:
-        return None
-    if now - since > cfg.sedation.assessment_interval_s:
-        minutes = (now - since) / 60
-        return Finding(f"Sedation assessment overdue ({fmt(minutes, 0)} min since the last)", minutes)
-    return None
+    late_min = (now - due) / 60
+    if now - due >= cfg.observations.grace_s:
+        return Finding(f"Observation overdue by {fmt(late_min, 0)} min: score sedation, check the patient",
+                       late_min, priority=Priority.LOW)
+    return Finding(f"Observation due (sedation score){f', {fmt(late_min, 0)} min ago' if late_min >= 1 else ''}",
+                   late_min, priority=Priority.ADVISORY)
 
 
 def psychomimetic(state: BedState, now: float, cfg: Config) -> Finding | None:
-    if not state.effects or state.status is SessionStatus.EMPTY:
+    if not state.effects or state.status is SessionStatus.EMPTY or _severe(state, cfg):
         return None
     names = ", ".join(sorted(e.value.replace("_", " ") for e in state.effects))
     rescue = ", ".join(cfg.ketamine.rescue_medications)
-    return Finding(f"Psychomimetic effects ({names}): consider lowering the rate or stopping. Rescue: {rescue}")
+    return Finding(f"Psychomimetic effects ({names}, {state.effects_severity}): consider lowering the rate or "
+                   f"stopping. Rescue: {rescue}")
+
+
+def _severe(state: BedState, cfg: Config) -> str | None:
+    s = state.sedation
+    if s is not None and s.scale is SedationScale.RASS and s.score >= cfg.sedation.rass_agitation:
+        return f"RASS {s.score:+d} (by {s.actor})"
+    if state.effects and state.effects_severity == "severe":
+        return "severe " + ", ".join(sorted(e.value.replace("_", " ") for e in state.effects))
+    return None
+
+
+def severe_effects(state: BedState, now: float, cfg: Config) -> Finding | None:
+    if state.status is SessionStatus.EMPTY:
+        return None
+    what = _severe(state, cfg)
+    if what is None:
+        return None
+    rescue = ", ".join(cfg.ketamine.rescue_medications)
+    return Finding(f"Emergence reaction: {what}. Stop or lower the infusion, stay with the patient; consider "
+                   f"rescue: {rescue}")
+
+
+def weight_check(state: BedState, now: float, cfg: Config) -> Finding | None:
+    if state.weight_check is None or state.patient is None:
+        return None
+    return Finding(state.weight_check)
 
 
 def _checklist_check(item_id: str, text: str) -> Check:
@@ -73,6 +101,7 @@ def _prompt_check(item_id: str, text: str) -> Check:
 
 def rules(cfg: Config) -> list[Rule]:
     s = cfg.sedation
+    o = cfg.observations
     out = [
         Rule("sedation.poss", Priority.MEDIUM, Kind.PHYSIOLOGICAL, f"POSS >= {s.poss_medium}",
              f"{SEDATION_SOURCE}; POSS action table (Pasero), alarm-defaults.md s4",
@@ -90,15 +119,27 @@ def rules(cfg: Config) -> list[Rule]:
              f"{SEDATION_SOURCE}; RASS (Sessler 2002), alarm-defaults.md s4",
              _sedation_check(SedationScale.RASS, "rass_high", "rass_high"),
              why_priority="deep sedation: airway at risk"),
-        Rule("sedation.overdue", Priority.LOW, Kind.ADVISORY,
-             f"no sedation score for {fmt(s.assessment_interval_s / 60)} min while infusing",
-             f"{SEDATION_SOURCE}; interval from alarm-defaults.md s3", overdue,
-             why_priority="a missed check, not a patient state"),
+        Rule("obs.due", Priority.LOW, Kind.ADVISORY,
+             f"observation (sedation score) due: every {fmt(o.first_hour_interval_s / 60)} min in the first "
+             f"{fmt(o.first_phase_s / 60)} min, then every {fmt(o.interval_s / 60)} min, {fmt(o.after_rate_change_s / 60)} "
+             f"min after a rate change and {fmt(o.after_stop_s / 60)} min after stop; shown when due, sounds (low) when "
+             f"{fmt(o.grace_s / 60)} min late",
+             f"{SEDATION_SOURCE}; monitoring until discharge (lines 990-995); schedule in config [observations]",
+             observation_due, why_priority="a missed check, not a patient state"),
         Rule("effects.psychomimetic", Priority.ADVISORY, Kind.ADVISORY,
-             "psychomimetic effects entered by the nurse",
+             "psychomimetic effects entered by the nurse (mild or moderate)",
              "Guideline Q6 (effects are treated by lowering the rate or stopping); Q7 lines 1509-1565 (rescue), grade C",
              psychomimetic, why_priority="advice to the nurse; the nurse is already aware"),
+        Rule("effects.severe", Priority.MEDIUM, Kind.PHYSIOLOGICAL,
+             f"RASS >= +{s.rass_agitation} or a severe psychomimetic effect entered by the nurse",
+             "Guideline Q7 lines 1509-1565 (rescue medications), grade C; RASS +3/+4 (Sessler 2002)",
+             severe_effects, why_priority="emergence reaction: harm to self or lines possible within minutes"),
     ]
+    out.append(Rule("entry.weight_check", Priority.MEDIUM, Kind.ADVISORY,
+                    f"weight differs by > {fmt(cfg.patient_limits.weight_change_confirm_pct)} % from this patient's last "
+                    "recorded weight, or matches it in pounds, and is not yet confirmed",
+                    "clinical-rules.md s1 (a wrong weight is the classic infusion error); config [patient_limits]",
+                    weight_check, why_priority="every mg/kg figure depends on it"))
     for item in cfg.checklist:
         if item.kind == "contraindication":
             out.append(Rule(f"checklist.{item.id}", Priority.MEDIUM, Kind.ADVISORY,

@@ -73,7 +73,7 @@ def pump_rate_range(state: BedState, now: float, cfg: Config) -> Finding | None:
 
 
 def nibp_overdue(state: BedState, now: float, cfg: Config) -> Finding | None:
-    if cfg.devices.monitor is None or state.status not in (SessionStatus.RUNNING, SessionStatus.PAUSED):
+    if cfg.devices.monitor is None or state.status is SessionStatus.EMPTY or state.start_mono is None:
         return None
     limit = cfg.vitals.nibp_cycle_s * cfg.vitals.nibp_overdue_factor
     last = state.nibp_mono if state.nibp_mono is not None else state.monitoring_started_mono
@@ -109,12 +109,15 @@ def rules(cfg: Config) -> list[Rule]:
                  why_priority="monitoring of this device has stopped")
         )
         for code in DeviceAlarmCode:
+            if code is DeviceAlarmCode.APNOEA:
+                continue  # the monitor's apnoea alarm is resp.apnoea: one cause, one alarm
             prio = cfg.alarms.device_alarm_priority.get(code.value, Priority.MEDIUM)
             out.append(
                 Rule(f"tech.{role.value}.{code.value}", prio, Kind.TECHNICAL,
                      f"the {role.value} reports {code.value.replace('_', ' ')}",
-                     f"{IEC_TECH}; device's own alarm, priority from config [alarms] device_alarm_priority",
-                     _device_alarm_check(role, code), why_priority="configured per device alarm")
+                     f"{IEC_TECH}; device's own alarm, priority and delay from config [alarms] device_alarm_*",
+                     _device_alarm_check(role, code), delay_s=cfg.alarms.device_alarm_delay_s.get(code.value, 0.0),
+                     why_priority="configured per device alarm")
             )
     for vital in Vital:
         out.append(

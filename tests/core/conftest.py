@@ -42,13 +42,18 @@ class Bed:
     def submit(self, item: r.Input) -> None:
         self.engine.submit(item)
 
+    def answer_checklist(self) -> None:
+        """Every item answered: no contraindication, every prompted test done."""
+        self.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in self.config.checklist}, "rn1"))
+
     def admit_and_start(self, weight: float = 70, age: int = 45, conc: float = 1.0, rate: float = 35.0,
                         **admit: Any) -> None:
-        self.submit(r.Admit("P-1", weight, age, "rn1", **admit))
-        self.submit(r.SetOrder("ketamine", conc, rate, "rn1", syringe_ml=50.0))
-        self.set_pump(r.PumpState.RUNNING, rate, conc=conc)
+        self.submit(r.Admit("P-1", weight, age, "rn1", confirm=True, **admit))
+        self.answer_checklist()
+        self.submit(r.SetOrder("ketamine", conc, rate, "rn1", syringe_ml=50.0, confirm=True))
         self.run(60, nibp_every=300)
-        self.submit(r.StartInfusion("rn1"))
+        self.set_pump(r.PumpState.RUNNING, rate, conc=conc)
+        self.submit(r.StartInfusion("rn1", confirm=True))
 
     def set_pump(self, state: r.PumpState, rate: float | None = None, **kw: Any) -> None:
         p = self.pump

@@ -71,14 +71,14 @@ def test_latching_alarm_stays_until_reset_by_a_person() -> None:
 
 
 def test_reset_refused_while_condition_present() -> None:
-    h = Harness(rule("a"), latching=["a"])
+    h = Harness(rule("a", Priority.HIGH), latching=["a"])
     h.at(0, "a")
     with pytest.raises(Refused):
         h.m.reset("a", "rn1")
 
 
 def test_latched_alarm_whose_condition_returns_is_reactivated() -> None:
-    h = Harness(rule("a"), latching=["a"])
+    h = Harness(rule("a", Priority.HIGH), latching=["a"])
     h.at(0, "a")
     h.at(1)
     assert h.at(2, "a") == [("a", "reactivated")]
@@ -96,7 +96,7 @@ def test_acknowledge_silences_but_keeps_showing() -> None:
 
 
 def test_acknowledging_a_latched_alarm_resets_it() -> None:
-    h = Harness(rule("a"), latching=["a"])
+    h = Harness(rule("a", Priority.HIGH), latching=["a"])
     h.at(0, "a")
     h.at(1)
     h.m.acknowledge("a", "rn2")
@@ -167,7 +167,7 @@ def test_advisory_neither_sounds_nor_escalates() -> None:
 
 
 def test_alarm_seq_is_gapless_across_all_transitions() -> None:
-    h = Harness(rule("a"), rule("b", Priority.LOW), latching=["b"])
+    h = Harness(rule("a"), rule("b", Priority.HIGH), latching=["b"])
     h.at(0, "a", "b")
     h.m.acknowledge("a", "rn1")
     h.at(1)
@@ -189,3 +189,46 @@ def test_events_carry_source_priority_kind_and_ihe_fields() -> None:
     assert e["source"] == "src" and e["priority"] == "high" and e["kind"] == "technical"
     assert e["state"] == "active" and e["inactivation"] == "enabled" and e["phase"] == "start"
     assert e["message"] == "a now" and e["actor"] == "system"
+
+
+def test_latching_rule_latches_only_once_it_reached_high() -> None:
+    h = Harness(rule("a", Priority.MEDIUM), latching=["a"])
+    h.at(0, "a")
+    assert h.at(1) == [("a", "cleared")]  # a medium condition does not wait for a reset
+
+
+def test_finding_of_higher_priority_raises_the_alarm_once_and_holds_it() -> None:
+    h = Harness(rule("a", Priority.HIGH))
+    h.m.update({"a": Finding("medium now", 1.0, priority=Priority.MEDIUM)}, 0, WALL)
+    assert h.events[-1]["priority"] == "medium" and h.events[-1]["transition"] == "raised"
+    h.m.acknowledge("a", "rn1")
+    h.m.update({"a": Finding("high now", 2.0, priority=Priority.HIGH)}, 1, WALL)
+    assert (h.events[-1]["transition"], h.events[-1]["priority"]) == ("escalated", "high")
+    assert h.m.alarms["a"].sounds, "a worse condition sounds again after an acknowledgement"
+    h.m.update({"a": Finding("medium again", 1.0, priority=Priority.MEDIUM)}, 2, WALL)
+    assert h.m.alarms["a"].priority is Priority.HIGH and h.events[-1]["transition"] == "escalated"
+
+
+def test_stale_acknowledgement_is_refused() -> None:
+    h = Harness(rule("a"))
+    h.at(0, "a")
+    first = h.events[-1]["alarm_seq"]
+    h.at(1)
+    h.at(2, "a")  # a new occurrence
+    with pytest.raises(Refused, match="stale"):
+        h.m.acknowledge("a", "rn1", alarm_seq=first)
+    h.m.acknowledge("a", "rn1", alarm_seq=h.events[-1]["alarm_seq"])
+    assert h.events[-1]["transition"] == "acknowledged"
+
+
+def test_restored_alarm_is_held_until_inputs_can_judge_it() -> None:
+    h = Harness(rule("a"))
+    h.at(0, "a")
+    h.m.acknowledge("a", "rn1")
+    saved = [a.to_dict() for a in h.m.active()]
+    again = Harness(rule("a"))
+    again.m.restore(saved, 100.0, WALL)
+    hold = again.m.cfg.restore_hold_s
+    assert again.at(101) == [] and again.at(100 + hold - 0.5) == []
+    assert again.m.alarms["a"].inactivation.value == "acknowledged"
+    assert again.at(100 + hold) == [("a", "cleared")]

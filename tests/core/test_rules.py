@@ -41,7 +41,10 @@ def test_one_mg_kg_h_in_monitored_unit_is_fine() -> None:
 
 def test_above_two_outside_icu_is_high() -> None:
     bed = Bed(make_config(bed={"care_area": "monitored-unit"}))
-    bed.admit_and_start(rate=147)  # 2.1 mg/kg/h
+    bed.admit_and_start(rate=140)
+    with pytest.raises(Refused, match="ICU only"):
+        bed.submit(r.SetOrder("ketamine", 1.0, 147, "rn1", confirm=True))  # 2.1 mg/kg/h: not in this bed
+    bed.set_pump(r.PumpState.RUNNING, 147)  # the pump is the truth, whatever the order says
     bed.run(2, nibp_every=300)
     assert bed.active()["dose.soft_max"]["priority"] == "high"
 
@@ -78,7 +81,9 @@ def test_bolus_at_the_limit_alarms(bed: Bed) -> None:
 
 def test_ordered_bolus_at_the_limit_alarms(bed: Bed) -> None:
     bed.submit(r.Admit("P-1", 70, 45, "rn1"))
-    bed.submit(r.SetOrder("ketamine", 1.0, 35, "rn1", bolus_mg=28))  # 0.4 mg/kg
+    with pytest.raises(Refused, match="needs a monitored setting"):
+        bed.submit(r.SetOrder("ketamine", 1.0, 35, "rn1", bolus_mg=28))  # 0.4 mg/kg: confirm first
+    bed.submit(r.SetOrder("ketamine", 1.0, 35, "rn1", bolus_mg=28, confirm=True))
     assert "Ordered bolus 0.4 mg/kg" in bed.active()["dose.bolus"]["message"]
 
 
@@ -154,84 +159,129 @@ def test_spo2_critical_is_high_and_latching(bed: Bed) -> None:
     bed.admit_and_start()
     bed.vitals[r.Vital.SPO2] = 80
     bed.run(12)
-    assert bed.active()["vital.spo2_critical"]["priority"] == "high"
+    assert bed.active()["vital.spo2_low"]["priority"] == "high"
+    assert [t for rule, t in bed.alarms() if rule == "vital.spo2_low"] == ["raised"], "one alarm for one cause"
     bed.vitals[r.Vital.SPO2] = 97
     bed.run(2)
-    assert bed.active()["vital.spo2_critical"]["state"] == "latched"
+    assert bed.active()["vital.spo2_low"]["state"] == "latched"
+
+
+def test_medium_spo2_low_does_not_latch(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.vitals[r.Vital.SPO2] = 88
+    bed.run(17)
+    assert bed.active()["vital.spo2_low"]["priority"] == "medium"
+    bed.vitals[r.Vital.SPO2] = 97
+    bed.run(2)
+    assert "vital.spo2_low" not in bed.active()
+
+
+def test_worse_value_raises_the_same_alarm_to_high(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.vitals[r.Vital.HR] = 130
+    bed.run(11)
+    assert bed.active()["vital.hr_high"]["priority"] == "medium"
+    bed.vitals[r.Vital.HR] = 160
+    bed.run(11)
+    assert bed.active()["vital.hr_high"]["priority"] == "high"
+    assert [t for rule, t in bed.alarms() if rule == "vital.hr_high"] == ["raised", "escalated"]
 
 
 @pytest.mark.parametrize(
-    ("vital", "value", "rule"),
+    ("vital", "value", "rule", "prio"),
     [
-        (r.Vital.HR, 130, "vital.hr_high"),
-        (r.Vital.HR, 155, "vital.hr_critical_high"),
-        (r.Vital.HR, 45, "vital.hr_low"),
-        (r.Vital.HR, 35, "vital.hr_critical_low"),
-        (r.Vital.RR, 6, "vital.rr_low"),
-        (r.Vital.RR, 32, "vital.rr_high"),
-        (r.Vital.ETCO2, 55, "vital.etco2_high"),
-        (r.Vital.ETCO2, 65, "vital.etco2_critical_high"),
-        (r.Vital.ETCO2, 12, "vital.etco2_low"),
-        (r.Vital.ETCO2, 8, "vital.etco2_critical_low"),
+        (r.Vital.HR, 130, "vital.hr_high", "medium"),
+        (r.Vital.HR, 155, "vital.hr_high", "high"),
+        (r.Vital.HR, 45, "vital.hr_low", "medium"),
+        (r.Vital.HR, 35, "vital.hr_low", "high"),
+        (r.Vital.RR, 6, "vital.rr_low", "medium"),
+        (r.Vital.RR, 32, "vital.rr_high", "low"),
+        (r.Vital.ETCO2, 55, "vital.etco2_high", "medium"),
+        (r.Vital.ETCO2, 65, "vital.etco2_high", "high"),
+        (r.Vital.ETCO2, 12, "tech.etco2_missing", "medium"),  # low while breathing: the sampling line
+        (r.Vital.ETCO2, 8, "tech.etco2_missing", "medium"),
     ],
 )
-def test_continuous_limits(bed: Bed, vital: r.Vital, value: float, rule: str) -> None:
+def test_continuous_limits(bed: Bed, vital: r.Vital, value: float, rule: str, prio: str) -> None:
     bed.admit_and_start()
     bed.vitals[vital] = value
-    bed.run(31)
-    assert rule in bed.raised()
+    bed.run(32)
+    assert bed.raised() == {rule}
+    assert bed.active()[rule]["priority"] == prio
 
 
 @pytest.mark.parametrize(
-    ("vital", "value", "rule"),
+    ("vital", "value", "rule", "prio"),
     [
-        (r.Vital.SBP, 165, "vital.sbp_high"),
-        (r.Vital.SBP, 185, "vital.sbp_critical_high"),
-        (r.Vital.SBP, 85, "vital.sbp_low"),
-        (r.Vital.SBP, 75, "vital.sbp_critical_low"),
-        (r.Vital.DBP, 95, "vital.dbp_high"),
-        (r.Vital.DBP, 45, "vital.dbp_low"),
-        (r.Vital.MAP, 115, "vital.map_high"),
-        (r.Vital.MAP, 55, "vital.map_low"),
-        (r.Vital.MAP, 45, "vital.map_critical_low"),
+        (r.Vital.SBP, 165, "vital.sbp_high", "medium"),
+        (r.Vital.SBP, 185, "vital.sbp_high", "high"),
+        (r.Vital.SBP, 85, "vital.sbp_low", "medium"),
+        (r.Vital.SBP, 75, "vital.sbp_low", "high"),
+        (r.Vital.DBP, 95, "vital.dbp_high", "medium"),
+        (r.Vital.DBP, 45, "vital.dbp_low", "medium"),
+        (r.Vital.MAP, 115, "vital.map_high", "medium"),
+        (r.Vital.MAP, 55, "vital.map_low", "medium"),
+        (r.Vital.MAP, 45, "vital.map_low", "high"),
     ],
 )
-def test_nibp_limits_fire_on_the_reading(bed: Bed, vital: r.Vital, value: float, rule: str) -> None:
+def test_nibp_limits_fire_on_the_reading(bed: Bed, vital: r.Vital, value: float, rule: str, prio: str) -> None:
     bed.admit_and_start()
     bed.nibp[vital] = value
     bed.run(1, nibp_now=True)
     assert rule in bed.raised()
+    assert bed.active()[rule]["priority"] == prio
+
+
+def test_high_nibp_holds_until_a_newer_normal_measurement(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.nibp[r.Vital.SBP] = 190
+    bed.run(1, nibp_now=True)
+    assert bed.active()["vital.sbp_high"]["priority"] == "high"
+    bed.run(1800)  # the cuff stops measuring: the last measurement still stands
+    assert bed.active()["vital.sbp_high"]["priority"] == "high"
+    assert bed.active()["tech.nibp_overdue"]["priority"] == "low"  # a separate technical alarm
+    bed.nibp[r.Vital.SBP] = 125
+    bed.run(1, nibp_now=True)
+    assert "vital.sbp_high" not in bed.active()
 
 
 def test_stale_value_is_never_evaluated(bed: Bed) -> None:
     bed.admit_and_start()
     bed.vitals[r.Vital.HR] = 160
     bed.run(12)
-    assert "vital.hr_critical_high" in bed.active()
+    assert "vital.hr_high" in bed.active()
     bed.vitals.pop(r.Vital.HR)  # HR stops arriving; the last value was 160
     bed.run(29)
-    assert "vital.hr_critical_high" in bed.active()
+    assert "vital.hr_high" in bed.active()
     bed.run(2)  # now older than stale_after_s (30 s): no longer evaluated
-    assert "vital.hr_critical_high" not in bed.active()
+    assert "vital.hr_high" not in bed.active()
     assert bed.engine.snapshot()["vitals"]["hr"]["stale"] is True
 
 
 def test_hr_rise_over_baseline(bed: Bed) -> None:
     bed.admit_and_start()  # baseline HR 72 captured at start
     assert bed.engine.snapshot()["baseline"]["hr"] == 72
-    bed.vitals[r.Vital.HR] = 90  # +25 %, under the absolute limit
+    bed.vitals[r.Vital.HR] = 92  # +28 %: ketamine's expected rise, no alarm
+    bed.run(120)
+    assert bed.raised() == set()
+    bed.vitals[r.Vital.HR] = 105  # +46 %, under the absolute limit
     bed.run(59)
-    assert "vital.hr_baseline" not in bed.raised()
-    bed.run(3)
-    assert "vital.hr_baseline" in bed.raised()
     assert "vital.hr_high" not in bed.raised()
+    bed.run(3)
+    assert "above baseline" in bed.active()["vital.hr_high"]["message"]
+    assert bed.active()["vital.hr_high"]["priority"] == "medium"
 
 
 def test_sbp_rise_over_baseline(bed: Bed) -> None:
     bed.admit_and_start()
-    bed.nibp[r.Vital.SBP] = 150  # +23 % over 122
+    bed.nibp[r.Vital.SBP] = 150  # +23 % over 122: expected with ketamine
     bed.run(1, nibp_now=True)
-    assert "vital.sbp_baseline" in bed.raised()
+    assert bed.raised() == set()
+    bed.nibp[r.Vital.SBP] = 175  # +43 %, and above the absolute 160: one alarm naming both
+    bed.run(1, nibp_now=True)
+    msg = bed.active()["vital.sbp_high"]["message"]
+    assert "above baseline" in msg and "> 160" in msg
+    assert [rule for rule, _ in bed.alarms()] == ["vital.sbp_high"]
 
 
 def test_baseline_capture_needs_fresh_values(bed: Bed) -> None:
@@ -247,6 +297,8 @@ def test_two_respiratory_warnings_raise_the_combined_alarm(bed: Bed) -> None:
     bed.admit_and_start()
     bed.vitals[r.Vital.RR] = 6
     bed.vitals[r.Vital.ETCO2] = 55
+    bed.run(29)
+    assert "resp.combined" not in bed.raised(), "each warning counts only after its own delay"
     bed.run(2)
     assert bed.active()["resp.combined"]["priority"] == "high"
     assert bed.active()["resp.combined"]["latching"] is True
@@ -266,7 +318,21 @@ def test_spo2_probe_off_is_technical_and_counts_as_a_respiratory_warning(bed: Be
     bed.vitals[r.Vital.RR] = 6
     bed.run(17)
     assert "tech.spo2_missing" in bed.raised()
+    assert "resp.combined" not in bed.raised()
+    bed.run(15)  # RR low has now lasted its 30 s
     assert "resp.combined" in bed.raised()
+
+
+def test_single_spo2_artefact_never_counts_towards_combined(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.vitals[r.Vital.RR] = 7
+    bed.run(40)
+    bed.vitals[r.Vital.SPO2] = 84
+    bed.run(1)
+    bed.vitals[r.Vital.SPO2] = 97
+    bed.run(30)
+    assert "resp.combined" not in bed.raised()
+    assert "vital.spo2_low" not in bed.raised()
 
 
 # -- nurse entries --------------------------------------------------------------------------------
@@ -286,7 +352,7 @@ def test_sedation_past_its_limit(bed: Bed, scale: r.SedationScale, score: int, r
     bed.admit_and_start()
     bed.submit(r.SedationScore(scale, score, "rn1"))
     assert bed.active()[rule]["priority"] == prio
-    assert len([a for a in bed.active() if a.startswith("sedation.") and a != "sedation.overdue"]) == 1
+    assert len([a for a in bed.active() if a.startswith("sedation.")]) == 1
 
 
 @pytest.mark.parametrize(("scale", "score"), [(r.SedationScale.POSS, 2), (r.SedationScale.RASS, -2), (r.SedationScale.RASS, 1)])
@@ -303,14 +369,31 @@ def test_score_off_the_scale_refused(bed: Bed, scale: r.SedationScale, score: in
         bed.submit(r.SedationScore(scale, score, "rn1"))
 
 
-def test_sedation_assessment_overdue(bed: Bed) -> None:
+def test_observation_due_is_shown_then_sounds_after_the_grace(bed: Bed) -> None:
     bed.admit_and_start()
     bed.run(899, nibp_every=300)
-    assert "sedation.overdue" not in bed.raised()
+    assert "obs.due" not in bed.raised()
     bed.run(3, nibp_every=300)
-    assert "sedation.overdue" in bed.raised()
+    assert bed.active()["obs.due"]["priority"] == "advisory"  # shown, silent
+    assert bed.engine.alarms.sounding() is None
+    bed.run(600, nibp_every=300)
+    assert bed.active()["obs.due"]["priority"] == "low"  # 10 min late: audible
     bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
-    assert "sedation.overdue" not in bed.active()
+    assert "obs.due" not in bed.active()
+    bed.run(15 * 60 - 5, nibp_every=300)
+    assert "obs.due" not in bed.active(), "first hour: every 15 min from the last score"
+
+
+def test_observation_due_fifteen_minutes_after_a_rate_change(bed: Bed) -> None:
+    bed.admit_and_start()
+    for _ in range(4):
+        bed.run(890, nibp_every=300)
+        bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
+    bed.run(600, nibp_every=300)  # past the first hour: next due 30 min after the last score
+    bed.set_pump(r.PumpState.RUNNING, 40)
+    bed.submit(r.SetOrder("ketamine", 1.0, 40, "rn1", syringe_ml=50.0))
+    bed.run(15 * 60 + 2, nibp_every=300)
+    assert "obs.due" in bed.active()
 
 
 def test_psychomimetic_effects_advise_lower_rate_and_name_rescue(bed: Bed) -> None:
@@ -368,12 +451,20 @@ def test_link_state_from_driver_raises_lost_at_once(bed: Bed) -> None:
         (r.DeviceRole.PUMP, r.DeviceAlarmCode.LOW_BATTERY, "low"),
         (r.DeviceRole.PUMP, r.DeviceAlarmCode.DOOR_OPEN, "medium"),
         (r.DeviceRole.MONITOR, r.DeviceAlarmCode.SENSOR_OFF, "medium"),
+        (r.DeviceRole.MONITOR, r.DeviceAlarmCode.LEADS_OFF, "medium"),
+        (r.DeviceRole.MONITOR, r.DeviceAlarmCode.PROBE_OFF, "medium"),
+        (r.DeviceRole.MONITOR, r.DeviceAlarmCode.IMPLAUSIBLE, "medium"),
     ],
 )
 def test_device_reported_alarms(bed: Bed, role: r.DeviceRole, code: r.DeviceAlarmCode, prio: str) -> None:
     bed.admit_and_start()
     device = role.value
     bed.submit(r.DeviceAlarm(device, role, frozenset({code})))
+    delay = bed.config.alarms.device_alarm_delay_s.get(code.value, 0.0)
+    if delay:
+        bed.run(delay - 1)
+        assert f"tech.{role.value}.{code.value}" not in bed.active(), "a lead or probe moved for a moment is no alarm"
+        bed.run(2)
     assert bed.active()[f"tech.{role.value}.{code.value}"]["priority"] == prio
     bed.submit(r.DeviceAlarm(device, role, frozenset()))
     assert f"tech.{role.value}.{code.value}" not in bed.active()

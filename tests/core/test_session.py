@@ -86,9 +86,10 @@ def test_paused_time_is_excluded_and_dose_accumulates_from_pump_volume(bed: Bed)
     bed.set_pump(r.PumpState.RUNNING, 35)
     bed.run(1800, nibp_every=300)
     snap = bed.engine.snapshot()
-    assert snap["infusion"]["infusion_time_s"] == pytest.approx(3600)
-    # 60 s of pump running before start count as drug given, then 3600 s: 35 mL/h x 1 mg/mL.
-    assert snap["infusion"]["cumulative_mg"] == pytest.approx(35 * 3660 / 3600, rel=1e-3)
+    # The time the pump infused, from its own reports (the first report only starts the clock).
+    assert snap["infusion"]["infusion_time_s"] == pytest.approx(3600, abs=2)
+    # 35 mL/h x 1 mg/mL for the hour the pump ran, from the volume it reports.
+    assert snap["infusion"]["cumulative_mg"] == pytest.approx(35.0, abs=0.05)
     assert snap["infusion"]["dose_rate_mg_kg_h"] == pytest.approx(0.5)
 
 
@@ -137,7 +138,7 @@ def test_checkpoint_restore_resumes_the_bed(bed: Bed) -> None:
     assert snap["patient"]["id"] == "P-1" and snap["order"]["rate_ml_h"] == 35
     assert snap["infusion"]["cumulative_mg"] == pytest.approx(cp["cumulative_mg"], abs=1e-4)
     assert snap["baseline"]["hr"] == 72
-    assert {a["rule_id"]: a["state"] for a in snap["alarms"]}["vital.spo2_critical"] == "latched"
+    assert {a["rule_id"]: a["state"] for a in snap["alarms"]}["vital.spo2_low"] == "latched"
     assert snap["infusion"]["infusion_time_s"] == pytest.approx(cp["infusion_time_s"] + 30)
     # The first pump reading after restart adds what the pump infused while the daemon was down.
     again.volume = bed.volume + 35 * 30 / 3600
