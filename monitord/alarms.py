@@ -9,8 +9,8 @@ Rules report which conditions are present; ``AlarmManager.update`` turns that in
 - acknowledge silences one alarm (it stays shown while its condition lasts); audio pause
   silences every alarm sounding now for a disclosed time, never one that arises later; an
   acknowledgement tied to an older occurrence (``alarm_seq``) is refused as stale;
-- an alarm nobody answers rises one priority after ``escalate_after_s`` (one step at a time;
-  never advisories, never acknowledged or paused alarms);
+- a physiological alarm nobody answers rises one priority after ``escalate_after_s`` (one step
+  at a time; never technical alarms or reminders, never acknowledged or paused alarms);
 - after a restart, restored alarms are held ``restore_hold_s`` so that inputs not yet re-read
   cannot clear them (no cleared/raised pair across a restart).
 Every transition is emitted with a gapless per-bed ``alarm_seq`` and who acted.
@@ -182,8 +182,10 @@ class AlarmManager:
         self._transition(alarm, Transition.RAISED, SYSTEM, new_occurrence=True)
 
     def _escalation_time(self, kind: Kind, priority: Priority, start: float) -> float | None:
+        """Only physiological alarms escalate: a technical alarm's priority already says what
+        is lost, and a reminder should not become urgent by itself."""
         after = self.cfg.escalate_after_s.get(priority)
-        if kind is Kind.ADVISORY or after is None or priority not in _UP:
+        if kind is not Kind.PHYSIOLOGICAL or after is None or priority not in _UP:
             return None
         return start + after
 

@@ -13,7 +13,7 @@ YEAR_SOURCE = "Guideline Q8 lines 1616-1620; grade C"
 def short(state: BedState, now: float, cfg: Config) -> Finding | None:
     if not state.course_finished:
         return None
-    hours = state.infusion_time_s / 3600
+    hours = state.infusion_time_at(now) / 3600  # the time the pump actually infused
     c = cfg.course
     if state.cumulative_mg < c.min_total_mg or hours < c.min_duration_h:
         return Finding(
@@ -46,7 +46,7 @@ def rules(cfg: Config) -> list[Rule]:
     c = cfg.course
     return [
         Rule("course.short", Priority.ADVISORY, Kind.ADVISORY,
-             f"at stop: total < {c.min_total_mg} mg or infusion time < {c.min_duration_h} h",
+             f"at stop: total < {c.min_total_mg} mg or time the pump infused < {c.min_duration_h} h",
              COURSE_SOURCE, short, why_priority="informs the next decision; no immediate harm"),
         Rule("course.treatments_review", Priority.ADVISORY, Kind.ADVISORY,
              f"more than {c.treatments_per_year_review} treatments in 12 months",

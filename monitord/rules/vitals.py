@@ -55,8 +55,24 @@ def judged_value(state: BedState, vital: Vital, now: float, cfg: Config) -> floa
     return state.fresh(vital, now, max_age(cfg, vital))
 
 
-def _breached(lim: VitalLimit, value: float) -> bool:
-    return (lim.above is not None and value > lim.above) or (lim.below is not None and value < lim.below)
+RELATIVE_UPPER = {Vital.HR: Vital.HR, Vital.SBP: Vital.SBP, Vital.DBP: Vital.SBP, Vital.MAP: Vital.SBP}
+
+
+def upper_bound(lim: VitalLimit, state: BedState, cfg: Config) -> float | None:
+    """A MEDIUM upper limit on HR/SBP/DBP/MAP moves up to the patient's baseline plus the rise
+    ketamine is expected to cause, where that is higher; HIGH limits never move."""
+    if lim.above is None:
+        return None
+    base = state.baseline.get(lim.vital)
+    if base is None or lim.priority is not Priority.MEDIUM or lim.vital not in RELATIVE_UPPER:
+        return lim.above
+    pct = cfg.vitals.baseline_hr_rise_pct if RELATIVE_UPPER[lim.vital] is Vital.HR else cfg.vitals.baseline_sbp_rise_pct
+    return max(lim.above, base * (1 + pct / 100))
+
+
+def _breached(lim: VitalLimit, value: float, state: BedState, cfg: Config) -> bool:
+    above = upper_bound(lim, state, cfg)
+    return (above is not None and value > above) or (lim.below is not None and value < lim.below)
 
 
 def _baseline_limit(state: BedState, vital: Vital, cfg: Config) -> float | None:
@@ -97,7 +113,7 @@ def present_conditions(state: BedState, now: float, cfg: Config) -> Iterator[str
         return
     for lim in cfg.vitals.limits:
         value = judged_value(state, lim.vital, now, cfg)
-        if value is not None and _breached(lim, value):
+        if value is not None and _breached(lim, value, state, cfg):
             yield lim.id
     for vital, key in BASELINE_KEY.items():
         limit = _baseline_limit(state, vital, cfg)
@@ -136,13 +152,20 @@ def _group_check(vital: Vital, direction: str, limits: list[VitalLimit]) -> Chec
             return None
         met = [lim for lim in limits if lasted(state, lim.id, now, lim.delay_s)]
         parts: list[tuple[Priority, str]] = []
-        for lim in met:
-            bound = f"> {fmt(lim.above)}" if lim.above is not None else f"< {fmt(lim.below or 0)}"
-            parts.append((lim.priority, f"{name} {fmt(value, 1)} {unit} {bound} {unit}"))
+        over_baseline = False
         if direction == "high" and vital in BASELINE_KEY:
             delay = cfg.vitals.baseline_hr_delay_s if vital is Vital.HR else 0.0
             base = state.baseline.get(vital)
-            if base and lasted(state, BASELINE_KEY[vital], now, delay):
+            over_baseline = bool(base) and lasted(state, BASELINE_KEY[vital], now, delay)
+        for lim in met:
+            above = upper_bound(lim, state, cfg)
+            if over_baseline and above is not None and lim.above is not None and above > lim.above:
+                continue  # the limit moved to the baseline rise: said once, by the baseline part
+            bound = f"> {fmt(above, 0)}" if above is not None else f"< {fmt(lim.below or 0)}"
+            parts.append((lim.priority, f"{name} {fmt(value, 1)} {unit} {bound} {unit}"))
+        if over_baseline:
+            base = state.baseline.get(vital)
+            if base:
                 pct = cfg.vitals.baseline_hr_rise_pct if vital is Vital.HR else cfg.vitals.baseline_sbp_rise_pct
                 rise = (value / base - 1) * 100
                 parts.append((Priority.MEDIUM, f"{name} {fmt(value, 0)} is {fmt(rise, 0)} % above baseline "
@@ -238,10 +261,12 @@ def rules(cfg: Config) -> list[Rule]:
         parts = [f"{'>' if lim.above is not None else '<'} {fmt(lim.above if lim.above is not None else lim.below or 0)} "
                  f"{unit} for {fmt(lim.delay_s)} s: {lim.priority.value}" for lim in limits]
         sources = [lim.source for lim in limits]
-        if direction == "high" and vital in BASELINE_KEY:
-            pct = v.baseline_hr_rise_pct if vital is Vital.HR else v.baseline_sbp_rise_pct
+        if direction == "high" and vital in RELATIVE_UPPER:
+            pct = v.baseline_hr_rise_pct if RELATIVE_UPPER[vital] is Vital.HR else v.baseline_sbp_rise_pct
             delay = v.baseline_hr_delay_s if vital is Vital.HR else 0.0
-            parts.append(f"> baseline + {fmt(pct)} % for {fmt(delay)} s: medium")
+            if vital in BASELINE_KEY:
+                parts.append(f"> baseline + {fmt(pct)} % for {fmt(delay)} s: medium")
+            parts.append(f"(medium limits move up to baseline + {fmt(pct)} % where higher)")
             sources.append(BASELINE_SOURCE)
         top = max((lim.priority for lim in limits), key=lambda p: p.rank)
         out.append(
