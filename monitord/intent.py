@@ -305,6 +305,8 @@ def start(engine: Engine, item: r.StartInfusion, now: float) -> None:
     if not st.baseline:
         capture_baseline(engine, now, "system", at_start=True)
     st.status = SessionStatus.RUNNING
+    if st.pump_idle_since_mono is not None:
+        st.pump_idle_since_mono = max(st.pump_idle_since_mono, now)  # idle counts from Start
     st.started_at = engine.clock.utc_now()
     if st.start_mono is None:
         st.start_mono = now

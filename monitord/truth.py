@@ -109,13 +109,14 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
     st.cumulative_mg += delta_mg
     if prev is not None and was_infusing:
         st.infusion_time_s += max(0.0, now - prev.mono)
-    # Boluses: what the pump delivered while in bolus state.
-    if prev is not None and prev.state is r.PumpState.BOLUS and st.bolus_episode is not None:
+    # Boluses: what the pump delivered in an interval that began or ended in bolus state (the
+    # bolus started or ended somewhere within it: count it whole, on the safe side).
+    if item.state is r.PumpState.BOLUS and st.bolus_episode is None:
+        st.bolus_episode = Bolus(now, 0.0, "pump")
+    if st.bolus_episode is not None and (item.state is r.PumpState.BOLUS
+                                         or (prev is not None and prev.state is r.PumpState.BOLUS)):
         st.bolus_episode.mg += delta_mg
-    if item.state is r.PumpState.BOLUS:
-        if st.bolus_episode is None:
-            st.bolus_episode = Bolus(now, 0.0, "pump")
-    elif st.bolus_episode is not None:
+    if item.state is not r.PumpState.BOLUS and st.bolus_episode is not None:
         st.boluses.append(st.bolus_episode)
         st.bolus_episode = None
     if item.state is r.PumpState.RUNNING and rate is not None and rate > 0:

@@ -70,7 +70,7 @@ class Bed:
             self.clock.advance(1)
             if pump:
                 p = self.pump
-                if p.state is r.PumpState.RUNNING and p.rate_ml_h:
+                if p.state in (r.PumpState.RUNNING, r.PumpState.BOLUS) and p.rate_ml_h:
                     self.volume += p.rate_ml_h / 3600
                 self.engine.submit(r.PumpReading(p.device, p.state, rate_ml_h=p.rate_ml_h, volume_infused_ml=self.volume,
                                                  drug=p.drug, concentration_mg_ml=p.concentration_mg_ml,
