@@ -83,6 +83,13 @@ def take(engine: Engine) -> dict[str, Any]:
         "checklist": dict(st.checklist),
         "treatments_last_12_months": st.treatments_last_12_months,
         "course_finished": st.course_finished,
+        "discharge_score": None if st.discharge_score is None else [
+            st.discharge_score[0], st.discharge_score[1], age(st.discharge_score[2])],
+        "escort": st.escort,
+        "pump_infused_mg": st.pump_infused_mg,
+        "dispensed_mg": st.dispensed_mg,
+        "wasted_mg": st.wasted_mg,
+        "record_closed": st.record_closed,
         "output_faults": dict(st.output_faults),
         "alarms": [a.to_dict() for a in engine.alarms.active()],
         "audio_pause_remaining_s": engine.alarms.pause_remaining(now),
@@ -155,6 +162,14 @@ def restore(engine: Engine, cp: dict[str, Any], downtime_s: float = 0.0) -> None
     st.checklist = dict(cp.get("checklist", {}))
     st.treatments_last_12_months = cp.get("treatments_last_12_months")
     st.course_finished = bool(cp.get("course_finished"))
+    if cp.get("discharge_score"):
+        scale, total, score_age = cp["discharge_score"]
+        st.discharge_score = (scale, int(total), mono(score_age) or now)
+    st.escort = cp.get("escort")
+    st.pump_infused_mg = float(cp.get("pump_infused_mg") or 0.0)
+    st.dispensed_mg = float(cp.get("dispensed_mg") or 0.0)
+    st.wasted_mg = float(cp.get("wasted_mg") or 0.0)
+    st.record_closed = bool(cp.get("record_closed"))
     # Output faults are re-reported by the outputs themselves after a restart.
     st.monitoring_started_mono = now
     engine.alarms.restore(cp.get("alarms", []), now, engine.clock.utc_now(),

@@ -191,6 +191,15 @@ class ObservationConfig(Strict):
     grace_s: Annotated[float, Field(ge=0, le=14400)]
 
 
+class DischargeConfig(Strict):
+    """Discharge criteria (monitord.discharge) and the controlled-substance record tolerance."""
+
+    min_observation_after_stop_s: Annotated[float, Field(ge=0, le=86400)]
+    vitals_band_pct: Annotated[float, Field(gt=0, le=100)]
+    min_score: Annotated[int, Field(ge=0, le=10)]
+    record_tolerance_mg: Annotated[float, Field(ge=0, le=100)]
+
+
 class ChecklistItem(Strict):
     id: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
     text: str
@@ -300,6 +309,7 @@ class Config(Strict):
     vitals: VitalsConfig
     sedation: SedationConfig
     observations: ObservationConfig
+    discharge: DischargeConfig
     course: CourseConfig
     alarms: AlarmConfig
     checklist: list[ChecklistItem]

@@ -22,13 +22,14 @@ from monitord import readings as r
 from monitord.alarms import AlarmManager
 from monitord.clock import Clock
 from monitord.config import Config
+from monitord.discharge import readiness, record_balance
 from monitord.dose import bolus_mg_kg
 from monitord.errors import ConfirmationRequired, Refused
 from monitord.events import Event, EventKind
 from monitord.rules import Finding, build_rules
 from monitord.rules.vitals import max_age, present_conditions
 from monitord.schedule import next_due
-from monitord.state import BedState
+from monitord.state import BedState, SessionStatus
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,9 @@ class Engine:
         r.ResumeInfusion: intent.resume,
         r.StopInfusion: intent.stop,
         r.Discharge: intent.discharge,
+        r.DischargeScore: intent.discharge_score,
+        r.EscortConfirmed: intent.escort,
+        r.ControlledDrug: intent.controlled_drug,
         r.CaptureBaseline: intent.capture,
         r.Override: intent.override,
         r.ChecklistAnswers: intent.checklist,
@@ -275,6 +279,10 @@ class Engine:
                 **self._plan(now),
             },
             "observation": self._observation(now),
+            "discharge": ({"ready": all(c.met for c in crit), "criteria": [c.to_dict() for c in crit]}
+                          if (crit := readiness(st, now, self.config)) and st.status is not SessionStatus.EMPTY
+                          else None),
+            "controlled_record": record_balance(st, self.config) if st.patient else None,
             "vitals": vitals,
             "baseline": {k.value: v for k, v in st.baseline.items()},
             "links": links,

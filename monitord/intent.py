@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from monitord import readings as r
 from monitord.config import CareArea
+from monitord.discharge import readiness, record_balance
 from monitord.errors import ConfirmationRequired, Refused
 from monitord.events import EventKind
 from monitord.rules.dose import rounded
 from monitord.rules.vitals import judged_value, max_age
+from monitord.schedule import next_due
 from monitord.state import BedState, Bolus, Order, Patient, Sedation, SessionStatus
 
 if TYPE_CHECKING:
@@ -66,6 +68,12 @@ def need_patient(st: BedState) -> Patient:
     return st.patient
 
 
+def _iso(wall: Any, offset_s: float) -> str:
+    from datetime import timedelta
+
+    return (wall + timedelta(seconds=offset_s)).isoformat().replace("+00:00", "Z")
+
+
 def session_event(engine: Engine, action: str, actor: str, **details: Any) -> None:
     engine.emit(EventKind.SESSION, {"action": action, "actor": actor, **details})
 
@@ -79,10 +87,13 @@ def sedation(engine: Engine, item: r.SedationScore, now: float) -> None:
     lo, hi = (-5, 4) if item.scale is r.SedationScale.RASS else (0, 4)
     if isinstance(item.score, bool) or not isinstance(item.score, int) or not lo <= item.score <= hi:
         raise Refused(f"{item.scale.value.upper()} score {item.score} is not on the scale ({lo} to {hi})")
+    due = next_due(engine.state, engine.config)
     engine.state.sedation = Sedation(item.scale, item.score, actor, now)
     engine.state.last_assessment_mono = now
+    schedule = {} if due is None else {
+        "due_at": _iso(engine.clock.utc_now(), due - now), "late_s": round(max(0.0, now - due), 1)}
     engine.emit(EventKind.OBSERVATION, {"type": "sedation", "scale": item.scale.value, "score": item.score,
-                                        "actor": actor})
+                                        "actor": actor, **schedule})
 
 
 def pain(engine: Engine, item: r.PainScore, now: float) -> None:
@@ -353,14 +364,84 @@ def discharge(engine: Engine, item: r.Discharge, now: float) -> None:
         raise Refused("Stop the infusion before discharging")
     if st.status is SessionStatus.EMPTY:
         raise Refused("No patient to discharge")
+    unmet = [c for c in readiness(st, now, engine.config) if not c.met]
+    reason = text(item.reason, "The reason")
+    if unmet and len(reason) < 3:
+        raise Refused("Discharge criteria not met (" + "; ".join(f"{c.id}: {c.detail}" for c in unmet)
+                      + "): give a reason to discharge anyway")
     summary = {"patient_id": st.patient.id if st.patient else None, "cumulative_mg": round(st.cumulative_mg, 4),
-               "infusion_time_s": round(st.infusion_time_at(now), 3)}
+               "infusion_time_s": round(st.infusion_time_at(now), 3),
+               "criteria_unmet": [c.id for c in unmet], "reason": reason,
+               "controlled_record": record_balance(st, engine.config)}
     # The devices stay: their truth belongs to the bed, not the patient.
     keep = {k: getattr(st, k) for k in ("bed_id", "vitals", "device_seen_mono", "device_roles", "nibp_mono",
                                           "pump", "links", "device_alarms", "out_of_range", "device_back_mono",
                                           "infusion_rate_ml_h", "pump_idle_since_mono")}
     engine.state = BedState(**keep, monitoring_started_mono=now)
     session_event(engine, "discharged", actor, **summary)
+
+
+SCORE_SCALES = ("padss", "aldrete")
+
+
+def discharge_score(engine: Engine, item: r.DischargeScore, now: float) -> None:
+    st = engine.state
+    need_patient(st)
+    actor = need_actor(item.actor)
+    if item.scale not in SCORE_SCALES:
+        raise Refused(f"Score '{text(item.scale, 'The scale')[:20]}' is not one of {', '.join(SCORE_SCALES)}")
+    if len(item.items) != 5 or any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 2
+                                   for v in item.items.values()):
+        raise Refused(f"{item.scale.upper()} has five items scored 0-2")
+    if any(len(k) > 32 for k in item.items):
+        raise Refused("Item names are at most 32 characters")
+    total = sum(item.items.values())
+    st.discharge_score = (item.scale, total, now)
+    engine.emit(EventKind.OBSERVATION, {"type": "discharge_score", "scale": item.scale, "items": dict(item.items),
+                                        "total": total, "actor": actor})
+
+
+def escort(engine: Engine, item: r.EscortConfirmed, now: float) -> None:
+    st = engine.state
+    need_patient(st)
+    actor = need_actor(item.actor)
+    name = text(item.name, "The escort's name")[:64]
+    st.escort = f"escort confirmed by {actor}" + (f": {name}" if name else "")
+    session_event(engine, "escort_confirmed", actor, name=name)
+
+
+def controlled_drug(engine: Engine, item: r.ControlledDrug, now: float) -> None:
+    st = engine.state
+    need_patient(st)
+    actor = need_actor(item.actor)
+    witness = need_actor(item.witness)
+    if witness == actor:
+        raise Refused("A controlled-drug entry needs a second person as witness")
+    if st.record_closed:
+        raise Refused("The controlled-substance record is closed")
+    if item.action == "close":
+        balance = record_balance(st, engine.config)
+        if not balance["balanced"]:
+            raise Refused(f"Record does not add up: dispensed {balance['dispensed_mg']:g} mg, infused "
+                          f"{balance['infused_mg']:g} mg, wasted {balance['wasted_mg']:g} mg "
+                          f"({balance['unaccounted_mg']:+g} mg unaccounted)")
+        st.record_closed = True
+        session_event(engine, "controlled_record_closed", actor, witness=witness, **balance)
+        return
+    if item.action not in ("dispensed", "wasted"):
+        raise Refused("Controlled-drug action is dispensed, wasted or close")
+    if st.order is None:
+        raise Refused("Enter the order first: its concentration gives the amount")
+    volume = finite(item.volume_ml, "Volume")
+    if not 0 < volume <= max(engine.config.ketamine.syringe_sizes_ml):
+        raise Refused(f"Volume {volume:g} mL must be above 0 and at most one syringe")
+    mg = volume * st.order.concentration_mg_ml
+    if item.action == "dispensed":
+        st.dispensed_mg += mg
+    else:
+        st.wasted_mg += mg
+    session_event(engine, f"controlled_{item.action}", actor, witness=witness, volume_ml=volume, mg=round(mg, 3),
+                  concentration_mg_ml=st.order.concentration_mg_ml)
 
 
 def capture(engine: Engine, item: r.CaptureBaseline, now: float) -> None:

@@ -236,7 +236,40 @@ class StopInfusion:
 
 @dataclass(frozen=True, slots=True)
 class Discharge:
+    """``reason``: required when the discharge criteria are not all met (recorded)."""
+
     actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DischargeScore:
+    """A post-anaesthesia discharge score entered by the nurse: ``scale`` is "padss" (Chung 1995)
+    or "aldrete" (modified, Aldrete 1995); ``items`` its five items, 0-2 each."""
+
+    scale: str
+    items: dict[str, int]
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class EscortConfirmed:
+    """A responsible adult will take the patient home."""
+
+    actor: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlledDrug:
+    """Controlled-substance record: ``action`` is "dispensed" (a syringe of ``volume_ml`` at the
+    ordered concentration), "wasted" (``volume_ml`` discarded) or "close" (the record must add up).
+    Every entry needs a witness."""
+
+    action: str
+    actor: str
+    witness: str
+    volume_ml: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +367,9 @@ Command = (
     | ResumeInfusion
     | StopInfusion
     | Discharge
+    | DischargeScore
+    | EscortConfirmed
+    | ControlledDrug
     | ConfirmWeight
     | CaptureBaseline
     | Override

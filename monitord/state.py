@@ -155,6 +155,13 @@ class BedState:
     # Set when the infusion stops; the course rules evaluate the finished course.
     course_finished: bool = False
     ever_infused: bool = False
+    # Discharge: score (scale, total, mono), escort, and the controlled-substance record.
+    discharge_score: tuple[str, int, float] | None = None
+    escort: str | None = None
+    pump_infused_mg: float = 0.0  # from the pump's volume only (hand boluses come from other stock)
+    dispensed_mg: float = 0.0
+    wasted_mg: float = 0.0
+    record_closed: bool = False
     output_faults: dict[str, str] = field(default_factory=dict)  # component -> detail
     monitoring_started_mono: float = 0.0
 

@@ -107,6 +107,7 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
         delta_ml = 0.0
     delta_mg = delta_ml * conc if conc is not None else 0.0
     st.cumulative_mg += delta_mg
+    st.pump_infused_mg += delta_mg
     if prev is not None and was_infusing:
         st.infusion_time_s += max(0.0, now - prev.mono)
     # Boluses: what the pump delivered in an interval that began or ended in bolus state (the

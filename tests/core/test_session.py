@@ -102,7 +102,9 @@ def test_state_transitions_refused_out_of_order(bed: Bed) -> None:
     bed.submit(r.StopInfusion("rn1"))
     with pytest.raises(Refused):
         bed.submit(r.PauseInfusion("rn1"))
-    bed.submit(r.Discharge("rn1"))
+    with pytest.raises(Refused, match="criteria not met"):
+        bed.submit(r.Discharge("rn1"))
+    bed.submit(r.Discharge("rn1", reason="transferred to the ward"))
     assert bed.engine.snapshot()["status"] == "empty"
     assert [e.data["action"] for e in bed.events if e.kind is EventKind.SESSION][-1] == "discharged"
 

@@ -1,0 +1,107 @@
+"""The chair-side course: observation lateness, discharge readiness, the controlled-substance
+record, and the plan projection."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitord import readings as r
+from monitord.errors import Refused
+
+from .conftest import Bed
+
+PADSS = {"vitals": 2, "activity": 2, "nausea": 2, "pain": 2, "bleeding": 1}
+
+
+def _stopped_course(bed: Bed) -> None:
+    bed.admit_and_start(rate=35)
+    bed.run(600, nibp_every=300)
+    bed.submit(r.StopInfusion("rn1"))
+    bed.set_pump(r.PumpState.STOPPED, 0)
+
+
+def _criteria(bed: Bed) -> dict[str, bool]:
+    return {c["id"]: c["met"] for c in bed.engine.snapshot()["discharge"]["criteria"]}
+
+
+def test_discharge_before_criteria_needs_a_recorded_reason(bed: Bed) -> None:
+    _stopped_course(bed)
+    bed.run(60, nibp_every=300)
+    with pytest.raises(Refused, match="observed_after_stop"):
+        bed.submit(r.Discharge("rn1"))
+    bed.submit(r.Discharge("rn1", reason="family emergency, physician informed"))
+    discharged = [e.data for e in bed.events if e.kind.value == "session"][-1]
+    assert discharged["action"] == "discharged" and "observed_after_stop" in discharged["criteria_unmet"]
+    assert discharged["reason"] == "family emergency, physician informed"
+
+
+def test_discharge_ready_once_every_criterion_is_met(bed: Bed) -> None:
+    _stopped_course(bed)
+    assert not bed.engine.snapshot()["discharge"]["ready"]
+    bed.run(1800, nibp_every=300)
+    bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
+    bed.submit(r.DischargeScore("padss", PADSS, "rn1"))
+    assert _criteria(bed)["escort"] is False
+    bed.submit(r.EscortConfirmed("rn1", "spouse"))
+    assert bed.engine.snapshot()["discharge"]["ready"], _criteria(bed)
+    bed.submit(r.Discharge("rn1"))
+    assert bed.engine.snapshot()["status"] == "empty"
+
+
+def test_a_running_pump_is_never_ready_for_discharge(bed: Bed) -> None:
+    bed.admit_and_start(rate=35)
+    bed.run(60)
+    bed.submit(r.StopInfusion("rn1"))  # recorded, but the pump runs on
+    bed.run(5)
+    assert _criteria(bed)["infusion_stopped"] is False
+
+
+def test_discharge_score_items_are_checked(bed: Bed) -> None:
+    bed.submit(r.Admit("P-1", 70, 45, "rn1"))
+    with pytest.raises(Refused, match="five items"):
+        bed.submit(r.DischargeScore("padss", {"vitals": 3, "a": 2, "b": 2, "c": 2, "d": 2}, "rn1"))
+
+
+def test_controlled_record_must_add_up_before_it_closes(bed: Bed) -> None:
+    bed.admit_and_start(rate=35)
+    bed.submit(r.ControlledDrug("dispensed", "rn1", "rn2", volume_ml=50))  # 50 mg at 1 mg/mL
+    bed.run(3600)  # 35 mg infused
+    bed.set_pump(r.PumpState.STOPPED, 0)
+    bed.run(1)
+    with pytest.raises(Refused, match="does not add up"):
+        bed.submit(r.ControlledDrug("close", "rn1", "rn2"))
+    with pytest.raises(Refused, match="witness"):
+        bed.submit(r.ControlledDrug("wasted", "rn1", "rn1", volume_ml=15))
+    bed.submit(r.ControlledDrug("wasted", "rn1", "rn2", volume_ml=15))
+    bed.submit(r.ControlledDrug("close", "rn1", "rn2"))
+    rec = bed.engine.snapshot()["controlled_record"]
+    assert rec["closed"] and rec["balanced"] and rec["infused_mg"] == pytest.approx(35, abs=0.05)
+
+
+def test_observation_records_its_due_time_and_lateness(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.run(15 * 60 + 120, nibp_every=300)
+    bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
+    obs = [e.data for e in bed.events if e.kind.value == "observation"][-1]
+    assert obs["type"] == "sedation" and obs["late_s"] == pytest.approx(120, abs=2) and obs["due_at"].endswith("Z")
+
+
+def test_one_observation_twenty_minutes_late_raises_exactly_one_low_reminder(bed: Bed) -> None:
+    bed.admit_and_start()
+    bed.run(15 * 60 + 20 * 60, nibp_every=300)
+    bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
+    assert [t for rule, t in bed.alarms() if rule == "obs.due"] == ["raised", "escalated", "cleared"]
+    assert [e.data["priority"] for e in bed.events if e.kind.value == "alarm" and e.data["rule_id"] == "obs.due"
+            and e.data["transition"] == "escalated"] == ["low"]
+
+
+def test_projection_at_the_planned_end(bed: Bed) -> None:
+    bed.submit(r.Admit("P-1", 70, 45, "rn1"))
+    bed.answer_checklist()
+    bed.submit(r.SetOrder("ketamine", 1.0, 35, "rn1", planned_duration_min=240))
+    bed.run(60, nibp_every=300)
+    bed.set_pump(r.PumpState.RUNNING, 35)
+    bed.submit(r.StartInfusion("rn1"))
+    bed.run(3600)
+    inf = bed.engine.snapshot()["infusion"]
+    assert inf["projected_total_mg"] == pytest.approx(140, abs=1.0)
