@@ -31,7 +31,10 @@ from monitord.events import Event, EventKind
 ACTOR = "rn-sim"
 CONTINUOUS = (r.Vital.HR, r.Vital.PULSE, r.Vital.SPO2, r.Vital.RR, r.Vital.ETCO2, r.Vital.TEMP)
 DEFAULT_START = {"hr": 72, "pulse": 72, "spo2": 98, "rr": 14, "etco2": 38, "temp": 36.8, "sbp": 122, "dbp": 76, "map": 91}
-DEVICE_STEPS = {"set", "ramp", "artefact", "bad_value", "pump", "pump_alarm", "monitor_alarm", "fault"}
+DEVICE_STEPS = {"set", "ramp", "artefact", "bad_value", "pump", "pump_alarm", "monitor_alarm", "fault", "cuff"}
+# Steps the runner itself carries out: ``restart`` checkpoints the engine, drops it and restores
+# a new one from the checkpoint after ``downtime`` seconds with no device data (a daemon restart).
+RUNNER_STEPS = {"restart"}
 DEVICE_CONFIG = {
     "pump": {"driver": "modbus", "serial": {"port": "sim"}},
     "monitor": {"driver": "datex", "serial": {"port": "sim"}},
@@ -96,6 +99,9 @@ class PumpProgram:
     syringe_ml: float | None = 50.0
     bolus_ml: float | None = None
     volume_infused_ml: float = 0.0
+    bolus_rate_ml_h: float = 300.0  # as simulators.pump_model: a bolus runs at this rate, then the pump resumes
+    bolus_left_ml: float = 0.0
+    report_bolus_rate: bool = False  # some pumps report the bolus rate as their rate during a bolus
     alarms: frozenset[r.DeviceAlarmCode] = frozenset()
 
 
@@ -151,7 +157,7 @@ def parse_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
             if len(raw) != 1:
                 raise ScenarioError(f"{origin} step {i + 1}: give exactly one action besides 'at', got {sorted(raw)}")
             (action, args), = raw.items()
-            if action not in ACTIONS and action not in DEVICE_STEPS:
+            if action not in ACTIONS and action not in DEVICE_STEPS and action not in RUNNER_STEPS:
                 raise ScenarioError(f"{origin} step {i + 1}: unknown action '{action}'")
             steps.append(Step(at, action, args if isinstance(args, dict) else {}, refused))
         steps.sort(key=lambda s: s.at_s)
@@ -225,13 +231,20 @@ class Course:
         self.pump = PumpProgram(**vars(scenario.pump))
         self.monitor_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
         self.faults: list[Fault] = []
+        self.nibp_cycle_s = scenario.nibp_cycle_s
         self._rng = random.Random(scenario.seed)
 
     def advance(self, t: float) -> list[Step]:
         """Move to time ``t``; apply device steps due; return session/nurse steps due."""
-        if self.pump.state in (r.PumpState.RUNNING, r.PumpState.BOLUS):
-            rate = self.pump.rate_ml_h
-            self.pump.volume_infused_ml += rate * (t - self.t) / 3600
+        p = self.pump
+        if p.state is r.PumpState.BOLUS:
+            given = min(p.bolus_left_ml, p.bolus_rate_ml_h * (t - self.t) / 3600)
+            p.volume_infused_ml += given
+            p.bolus_left_ml -= given
+            if p.bolus_left_ml <= 1e-9:
+                p.state, p.bolus_ml = r.PumpState.RUNNING, 0.0
+        elif p.state is r.PumpState.RUNNING:
+            p.volume_infused_ml += p.rate_ml_h * (t - self.t) / 3600
         self.t = t
         due = []
         steps = self.scenario.steps
@@ -266,7 +279,10 @@ class Course:
             for k, v in a.items():
                 if k == "state":
                     self.pump.state = r.PumpState(v)
-                elif k in ("rate_ml_h", "concentration_mg_ml", "syringe_ml", "bolus_ml", "drug"):
+                    if self.pump.state is r.PumpState.BOLUS:
+                        self.pump.bolus_left_ml = float(a.get("bolus_ml", self.pump.bolus_ml) or 0.0)
+                elif k in ("rate_ml_h", "concentration_mg_ml", "syringe_ml", "bolus_ml", "drug", "bolus_rate_ml_h",
+                           "report_bolus_rate"):
                     setattr(self.pump, k, v)
                 else:
                     raise ScenarioError(f"pump step: unknown key '{k}'")
@@ -280,6 +296,9 @@ class Course:
             self.monitor_alarms = (self.monitor_alarms | {r.DeviceAlarmCode(c) for c in a.get("set", [])}) - {
                 r.DeviceAlarmCode(c) for c in a.get("clear", [])
             }
+        elif step.action == "cuff":
+            # The NIBP cuff's cycle changes, or it stops measuring (taken off, tubing kinked).
+            self.nibp_cycle_s = math.inf if a.get("stopped") else _seconds(a.get("cycle", self.nibp_cycle_s), "cuff")
         elif step.action == "fault":
             self.faults.append(Fault(a["device"], a["kind"], t, _seconds(a.get("duration", 10), "fault")))
 
@@ -326,7 +345,8 @@ class Course:
 
     def nibp_due(self, last_t: float | None, t: float | None = None) -> bool:
         t = self.t if t is None else t
-        return last_t is None or t - last_t >= self.scenario.nibp_cycle_s
+        return (last_t is None and math.isfinite(self.nibp_cycle_s)) or (
+            last_t is not None and t - last_t >= self.nibp_cycle_s)
 
     def nibp_at(self, t: float | None = None) -> dict[r.Vital, float | None]:
         t = self.t if t is None else t
@@ -337,30 +357,47 @@ class Course:
 
 
 def _admit(a: dict[str, Any]) -> r.Input:
+    prev = a.get("previous_weight_kg")
     return r.Admit(str(a["patient_id"]), float(a["weight_kg"]), int(a["age_years"]), a.get("actor", ACTOR),
-                   elderly=a.get("elderly"), comorbid=bool(a.get("comorbid", False)))
+                   elderly=a.get("elderly"), comorbid=bool(a.get("comorbid", False)),
+                   previous_weight_kg=None if prev is None else float(prev), confirm=bool(a.get("confirm", False)))
 
 
+def _order(a: dict[str, Any]) -> r.Input:
+    planned = a.get("planned_duration_min")
+    return r.SetOrder(a.get("drug", "ketamine"), float(a["concentration_mg_ml"]), float(a["rate_ml_h"]),
+                      a.get("actor", ACTOR), float(a.get("bolus_mg", 0)), a.get("syringe_ml"),
+                      planned_duration_min=None if planned is None else float(planned),
+                      confirm=bool(a.get("confirm", False)))
+
+
+# Each nurse or session step and the engine input it stands for; ``docs/scenarios.md`` lists them.
 ACTIONS: dict[str, Any] = {
     "admit": _admit,
-    "order": lambda a: r.SetOrder(a.get("drug", "ketamine"), float(a["concentration_mg_ml"]), float(a["rate_ml_h"]),
-                                  a.get("actor", ACTOR), float(a.get("bolus_mg", 0)), a.get("syringe_ml")),
-    "start": lambda a: r.StartInfusion(a.get("actor", ACTOR)),
+    "order": _order,
+    "start": lambda a: r.StartInfusion(a.get("actor", ACTOR), confirm=bool(a.get("confirm", False))),
     "pause": lambda a: r.PauseInfusion(a.get("actor", ACTOR), a.get("reason", "")),
     "resume": lambda a: r.ResumeInfusion(a.get("actor", ACTOR)),
     "stop": lambda a: r.StopInfusion(a.get("actor", ACTOR), a.get("reason", "")),
-    "discharge": lambda a: r.Discharge(a.get("actor", ACTOR)),
+    "discharge": lambda a: r.Discharge(a.get("actor", ACTOR), a.get("reason", "")),
+    "discharge_score": lambda a: r.DischargeScore(a["scale"], {k: int(v) for k, v in a["items"].items()},
+                                                  a.get("actor", ACTOR)),
+    "escort": lambda a: r.EscortConfirmed(a.get("actor", ACTOR), a.get("name", "")),
     "baseline": lambda a: r.CaptureBaseline(a.get("actor", ACTOR)),
     "sedation": lambda a: r.SedationScore(r.SedationScale(a["scale"]), int(a["score"]), a.get("actor", ACTOR)),
     "pain": lambda a: r.PainScore(int(a["score"]), a.get("actor", ACTOR)),
-    "effects": lambda a: r.PsychomimeticEffects(frozenset(r.Effect(e) for e in a.get("effects", [])), a.get("actor", ACTOR)),
+    "effects": lambda a: r.PsychomimeticEffects(frozenset(r.Effect(e) for e in a.get("effects", [])),
+                                                a.get("actor", ACTOR), severity=a.get("severity", "mild")),
     "rescue": lambda a: r.RescueMedication(a["drug"], float(a["dose_mg"]), a.get("route", "iv"), a.get("actor", ACTOR)),
+    "manual_bolus": lambda a: r.ManualBolus(float(a["dose_mg"]), a.get("actor", ACTOR), a.get("route", "iv")),
     "ack": lambda a: r.Acknowledge(a["rule_id"], a.get("actor", ACTOR)),
     "audio_pause": lambda a: r.AudioPause(a.get("actor", ACTOR)),
     "reset": lambda a: r.ResetAlarm(a["rule_id"], a.get("actor", ACTOR)),
     "override": lambda a: r.Override(a["rule_id"], a.get("actor", "md-sim"), a.get("reason", "")),
     "checklist": lambda a: r.ChecklistAnswers({k: bool(v) for k, v in a["answers"].items()}, a.get("actor", ACTOR)),
-    "treatments": lambda a: r.TreatmentCount(int(a["count"])),
+    "confirm_weight": lambda a: r.ConfirmWeight(float(a["weight_kg"]), a.get("actor", ACTOR)),
+    "treatments": lambda a: r.TreatmentCount(int(a["count"]),
+                                             None if a.get("last_weight_kg") is None else float(a["last_weight_kg"])),
 }
 
 
@@ -400,8 +437,21 @@ def play(scenario: Scenario, config: Config | None = None) -> tuple[Engine, list
     next_mon = next_pump = 0.0
     prev_pump_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
     prev_mon_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
+    down: tuple[dict[str, Any], float, float] | None = None  # checkpoint, down since, back at
     while t <= scenario.duration_s + 1e-9:
+        if down is not None and t >= down[2] - 1e-9:
+            engine = Engine(config, clock)
+            engine.subscribe(events.append)
+            engine.restore(down[0], downtime_s=t - down[1])
+            down = None
+            prev_pump_alarms = prev_mon_alarms = frozenset()  # drivers report afresh on reconnect
         for step in course.advance(t):
+            if step.action == "restart":
+                down = (engine.checkpoint(), t, t + _seconds(step.args.get("downtime", 5), "restart"))
+                continue
+            if down is not None:
+                problems.append(f"step at {step.at_s:g} s ({step.action}) falls while the daemon is down")
+                continue
             try:
                 engine.submit(step_input(step))
                 if step.expect_refused:
@@ -410,6 +460,10 @@ def play(scenario: Scenario, config: Config | None = None) -> tuple[Engine, list
                 if not step.expect_refused:
                     problems.append(f"step at {step.at_s:g} s ({step.action}) refused: {exc}")
         wall = clock.utc_now()
+        if down is not None:  # the daemon is down: time passes, no device data reaches it
+            t = round(t + dt, 6)
+            clock.advance(dt)
+            continue
         if t >= next_mon - 1e-9:
             next_mon += scenario.monitor_period_s
             if course.fault("monitor") is None:
@@ -427,8 +481,9 @@ def play(scenario: Scenario, config: Config | None = None) -> tuple[Engine, list
             next_pump += scenario.pump_period_s
             if course.fault("pump") is None:
                 p = course.pump
+                rate = p.bolus_rate_ml_h if p.report_bolus_rate and p.state is r.PumpState.BOLUS else p.rate_ml_h
                 engine.submit(
-                    r.PumpReading("pump", p.state, rate_ml_h=p.rate_ml_h, volume_infused_ml=round(p.volume_infused_ml, 4),
+                    r.PumpReading("pump", p.state, rate_ml_h=rate, volume_infused_ml=round(p.volume_infused_ml, 4),
                                   syringe_ml=p.syringe_ml, drug=p.drug, concentration_mg_ml=p.concentration_mg_ml,
                                   bolus_ml=p.bolus_ml, device_time=wall),
                     evaluate=False,

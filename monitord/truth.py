@@ -110,13 +110,17 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
     st.pump_infused_mg += delta_mg
     if prev is not None and was_infusing:
         st.infusion_time_s += max(0.0, now - prev.mono)
-    # Boluses: what the pump delivered in an interval that began or ended in bolus state (the
-    # bolus started or ended somewhere within it: count it whole, on the safe side).
+    # Boluses: what the pump delivered in intervals that began or ended in bolus state. Where the
+    # bolus began or ended within an interval, the basal infusion's share of it is not bolus.
     if item.state is r.PumpState.BOLUS and st.bolus_episode is None:
         st.bolus_episode = Bolus(now, 0.0, "pump")
-    if st.bolus_episode is not None and (item.state is r.PumpState.BOLUS
-                                         or (prev is not None and prev.state is r.PumpState.BOLUS)):
-        st.bolus_episode.mg += delta_mg
+    prev_bolus = prev is not None and prev.state is r.PumpState.BOLUS
+    if st.bolus_episode is not None and (item.state is r.PumpState.BOLUS or prev_bolus):
+        bolus_mg = delta_mg
+        if prev is not None and prev_bolus != (item.state is r.PumpState.BOLUS) and st.infusion_rate_ml_h and conc:
+            basal_mg = st.infusion_rate_ml_h * max(0.0, now - prev.mono) / 3600 * conc
+            bolus_mg = max(0.0, delta_mg - basal_mg)
+        st.bolus_episode.mg += bolus_mg
     if item.state is not r.PumpState.BOLUS and st.bolus_episode is not None:
         st.boluses.append(st.bolus_episode)
         st.bolus_episode = None

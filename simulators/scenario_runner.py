@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -317,7 +318,9 @@ class ScenarioRunner:
         sim = self.monitor
         if sim is None:
             return
-        cycle = self.scenario.nibp_cycle_s
+        cycle = self.course.nibp_cycle_s
+        if not math.isfinite(cycle):  # the cuff has stopped measuring
+            return
         interval = max(1, sim.streaming_interval_s or 1)
         # The measuring flag must be on for at least one record so the driver sees a new measurement
         # even when the values repeat the last ones; never longer than half a cycle.

@@ -104,6 +104,17 @@ def _answers(v: Any, name: str) -> dict[str, bool]:
     return dict(v)
 
 
+def _opt_int(v: Any, name: str) -> int | None:
+    return None if v is None else _int(v, name)
+
+
+def _items(v: Any, name: str) -> dict[str, int]:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool)
+                                          for k, n in v.items()):
+        raise ProtocolError(f"'{name}' must map item names to whole numbers")
+    return dict(v)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     cls: type
@@ -115,21 +126,28 @@ _ACTOR: dict[str, Coerce] = {"actor": _str}
 
 COMMANDS: dict[str, CommandSpec] = {
     "admit": CommandSpec(r.Admit, {"patient_id": _str, "weight_kg": _float, "age_years": _int, **_ACTOR},
-                         {"elderly": _opt_bool, "comorbid": _bool}),
+                         {"elderly": _opt_bool, "comorbid": _bool, "previous_weight_kg": _opt_float,
+                          "confirm": _bool}),
+    "confirm_weight": CommandSpec(r.ConfirmWeight, {"weight_kg": _float, **_ACTOR}, {}),
     "order": CommandSpec(r.SetOrder, {"drug": _str, "concentration_mg_ml": _float, "rate_ml_h": _float, **_ACTOR},
-                         {"bolus_mg": _float, "syringe_ml": _opt_float}),
-    "start": CommandSpec(r.StartInfusion, _ACTOR, {}),
+                         {"bolus_mg": _float, "syringe_ml": _opt_float, "planned_duration_min": _opt_float,
+                          "confirm": _bool}),
+    "start": CommandSpec(r.StartInfusion, _ACTOR, {"confirm": _bool}),
     "pause": CommandSpec(r.PauseInfusion, _ACTOR, {"reason": _str}),
     "resume": CommandSpec(r.ResumeInfusion, _ACTOR, {}),
     "stop": CommandSpec(r.StopInfusion, _ACTOR, {"reason": _str}),
-    "discharge": CommandSpec(r.Discharge, _ACTOR, {}),
+    "discharge": CommandSpec(r.Discharge, _ACTOR, {"reason": _str}),
+    "discharge_score": CommandSpec(r.DischargeScore, {"scale": _str, "items": _items, **_ACTOR}, {}),
+    "escort": CommandSpec(r.EscortConfirmed, _ACTOR, {"name": _str}),
+    "controlled": CommandSpec(r.ControlledDrug, {"action": _str, "witness": _str, **_ACTOR}, {"volume_ml": _float}),
+    "manual_bolus": CommandSpec(r.ManualBolus, {"dose_mg": _float, **_ACTOR}, {"route": _str, "note": _str}),
     "baseline": CommandSpec(r.CaptureBaseline, _ACTOR, {}),
     "sedation": CommandSpec(r.SedationScore, {"scale": _scale, "score": _int, **_ACTOR}, {}),
     "pain": CommandSpec(r.PainScore, {"score": _int, **_ACTOR}, {}),
-    "effects": CommandSpec(r.PsychomimeticEffects, {"effects": _effects, **_ACTOR}, {"note": _str}),
+    "effects": CommandSpec(r.PsychomimeticEffects, {"effects": _effects, **_ACTOR}, {"note": _str, "severity": _str}),
     "rescue": CommandSpec(r.RescueMedication, {"drug": _str, "dose_mg": _float, "route": _str, **_ACTOR},
                           {"reason": _str}),
-    "ack": CommandSpec(r.Acknowledge, {"rule_id": _str, **_ACTOR}, {}),
+    "ack": CommandSpec(r.Acknowledge, {"rule_id": _str, **_ACTOR}, {"alarm_seq": _opt_int}),
     "audio_pause": CommandSpec(r.AudioPause, _ACTOR, {}),
     "reset": CommandSpec(r.ResetAlarm, {"rule_id": _str, **_ACTOR}, {}),
     "checklist": CommandSpec(r.ChecklistAnswers, {"answers": _answers, **_ACTOR}, {}),

@@ -216,7 +216,7 @@ async def test_alarm_pause_acknowledge_and_reset(bed: Bed) -> None:
         await bed.settle()
         bed.clock.advance(11)
         bed.loop.put(vitals(spo2=80))
-        await until(pilot, lambda: any(a["rule_id"] == "vital.spo2_critical" for a in app._alarms()), "the alarm on screen")
+        await until(pilot, lambda: any(a["rule_id"] == "vital.spo2_low" for a in app._alarms()), "the alarm on screen")
         assert app.snapshot is not None and app.snapshot["audio"]["sounding"] == "high"
         alarms = str(app.query_one("#alarms", Static).render())
         assert "!!! HIGH" in alarms and "SPO2 80 % < 85 %" in alarms
@@ -229,13 +229,13 @@ async def test_alarm_pause_acknowledge_and_reset(bed: Bed) -> None:
 
         await pilot.press("a")
         await until(pilot, lambda: bool(bed.of("alarm", transition="acknowledged")), "the acknowledgement")
-        assert bed.of("alarm", transition="acknowledged", actor="N8", rule_id="vital.spo2_critical")
+        assert bed.of("alarm", transition="acknowledged", actor="N8", rule_id="vital.spo2_low")
 
         bed.loop.put(vitals(spo2=97))  # condition over: the latching alarm stays, latched
         await until(pilot, lambda: any(a.get("state") == "latched" for a in app._alarms()), "the latched alarm")
         await pilot.press("a")  # on a latched alarm: reset
         await until(pilot, lambda: bool(bed.of("alarm", transition="reset")), "the reset")
-    assert bed.of("alarm", transition="reset", actor="N8", rule_id="vital.spo2_critical")
+    assert bed.of("alarm", transition="reset", actor="N8", rule_id="vital.spo2_low")
     assert [e for e in bed.events if e.kind.value == "rejected"] == []
 
 
@@ -295,10 +295,11 @@ def footer_keys(app: DashboardApp) -> list[str]:
 async def test_physician_overrides_the_icu_soft_dose_limit_from_the_alarm_list(icu_bed: Bed) -> None:
     bed = icu_bed
     bed.engine.submit(r.Admit("P-1001", 70.0, 45, "N1"))
-    bed.engine.submit(r.SetOrder("ketamine", 1.0, 210.0, "N1"))  # 210 mL/h x 1 mg/mL / 70 kg = 3 mg/kg/h
+    bed.engine.submit(r.SetOrder("ketamine", 1.0, 210.0, "N1", confirm=True))  # 210 mL/h x 1 mg/mL / 70 kg = 3 mg/kg/h
+    bed.engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in bed.engine.config.checklist}, "N1"))
     bed.loop.put(vitals())
     await bed.settle()
-    bed.engine.submit(r.StartInfusion("N1"))
+    bed.engine.submit(r.StartInfusion("N1", confirm=True))
     app = make_app(bed, nurse="N1")
     async with app.run_test(size=(100, 32)) as pilot:
         await connected(pilot, app)

@@ -31,12 +31,13 @@ def engine_events() -> list[dict[str, Any]]:
     engine.submit(r.DeviceAlarm("pump", pump, frozenset()))
     engine.submit(r.Admit("P-1001", 70.0, 72, "N1", comorbid=True))
     engine.submit(r.TreatmentCount(3))
-    engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "N1", bolus_mg=7.0, syringe_ml=50.0))
-    engine.submit(r.ChecklistAnswers({"pregnancy": True}, "N1"))
+    engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "N1", bolus_mg=7.0, syringe_ml=50.0, confirm=True))
+    engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in engine.config.checklist} | {"pregnancy": True},
+                                     "N1"))
     engine.submit(r.Override("checklist.pregnancy", "DR5", "test negative", entered_by="N1"))
     engine.submit(r.VitalsReading("monitor", {V.HR: 72, V.SBP: 120, V.DBP: 80, V.MAP: 93, V.SPO2: 98}))
     engine.submit(r.CaptureBaseline("N1"))
-    engine.submit(r.StartInfusion("N1"))
+    engine.submit(r.StartInfusion("N1", confirm=True))
     engine.submit(r.PauseInfusion("N1", reason="nausea"))
     engine.submit(r.ResumeInfusion("N1"))
     engine.submit(r.SedationScore(r.SedationScale.RASS, -1, "N1"))
@@ -49,13 +50,13 @@ def engine_events() -> list[dict[str, Any]]:
     clock.advance(11)
     engine.submit(r.VitalsReading("monitor", {V.HR: 72, V.SPO2: 80}))
     engine.submit(r.AudioPause("N2"))
-    engine.submit(r.Acknowledge("vital.spo2_critical", "N1"))
+    engine.submit(r.Acknowledge("vital.spo2_low", "N1"))
     with pytest.raises(Refused):
         engine.submit(r.PainScore(11, "N1"))
     engine.submit(r.OutputStatus("mqtt", False, "broker unreachable"))
     engine.submit(r.OutputStatus("mqtt", True))
     engine.submit(r.StopInfusion("N1", reason="course complete"))
-    engine.submit(r.Discharge("N1"))
+    engine.submit(r.Discharge("N1", reason="end of the test course"))
     engine.record_system("store_reset", reason="database unreadable", moved_to="/var/lib/monitord/bad.db")
     engine.record_system("mqtt_command_refused", topic="monitord/bed-01/ack", station="cs-1", user="RN9",
                          rule_id="vital.hr_high", reason="no such active alarm")
@@ -106,11 +107,11 @@ def test_every_kind_reads_as_words(lines: list[tuple[str, str, str]]) -> None:
 
 
 def test_alarm_lines_carry_priority_rule_transition_and_actor(lines: list[tuple[str, str, str]]) -> None:
-    alarm = [(text, style) for k, text, style in lines if k == "alarm" and "vital.spo2_critical" in text]
-    assert alarm[0] == ("!!! HIGH raised: SPO2 80 % < 85 % (vital.spo2_critical)", "high")
-    assert ("!!! HIGH audio paused by N2: SPO2 80 % < 85 % (vital.spo2_critical)", "info") in alarm
-    assert ("!!! HIGH acknowledged by N1: SPO2 80 % < 85 % (vital.spo2_critical)", "info") in alarm
-    assert ("!!! HIGH latched: SPO2 80 % < 85 % (vital.spo2_critical)", "high") in alarm
+    alarm = [(text, style) for k, text, style in lines if k == "alarm" and "vital.spo2_low" in text]
+    assert alarm[0] == ("!!! HIGH raised: SPO2 80 % < 85 % (vital.spo2_low)", "high")
+    assert ("!!! HIGH audio paused by N2: SPO2 80 % < 85 % (vital.spo2_low)", "info") in alarm
+    assert ("!!! HIGH acknowledged by N1: SPO2 80 % < 85 % (vital.spo2_low)", "info") in alarm
+    assert ("!!! HIGH latched: SPO2 80 % < 85 % (vital.spo2_low)", "high") in alarm
 
 
 def test_refusal_leads_with_the_reason(lines: list[tuple[str, str, str]]) -> None:

@@ -40,6 +40,7 @@ def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
     engine.subscribe(lambda e: events.append(e.to_dict()))
     engine.submit(r.Admit("P-1001", 70.0, 45, "RN12"))
     engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "RN12", syringe_ml=50.0))
+    engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in engine.config.checklist}, "RN12"))
     for i in range(41):  # every 30 s for 20 min
         engine.submit(r.VitalsReading("monitor", {V.HR: 72 + (i * 7) % 9, V.SPO2: 97 + i % 2, V.RR: 14 + i % 3,
                                                   V.ETCO2: 37 + i % 4}))

@@ -48,6 +48,7 @@ def play(jump_s: float | None, unsync_at_jump: bool = False) -> Run:
     engine.subscribe(run.events.append)
     engine.submit(r.Admit("P-1", 70.0, 45, "rn1"))
     engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "rn1", syringe_ml=50.0))  # 0.5 mg/kg/h
+    engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in engine.config.checklist}, "rn1"))
     volume, state = 0.0, r.PumpState.RUNNING
     for t in range(1, TOTAL + 1):
         if jump_s is not None and t == JUMP_AT:
@@ -97,9 +98,9 @@ def test_wall_clock_jump_changes_no_duration_and_raises_no_alarm(steady: Run, ju
     assert jumped.clock.utc_now() - steady.clock.utc_now() == timedelta(seconds=jump_s)
     assert jumped.events[-1].time - steady.events[-1].time == timedelta(seconds=jump_s)
 
-    # Durations: infusion time (with a pause across the jump) and cumulative dose are identical.
+    # Durations: infusion time (the pump's, with a pause across the jump) and cumulative dose are identical.
     s, j = steady.engine.snapshot()["infusion"], jumped.engine.snapshot()["infusion"]
-    assert j["infusion_time_s"] == s["infusion_time_s"] == TOTAL - START_AT - (PAUSE[1] - PAUSE[0])
+    assert j["infusion_time_s"] == s["infusion_time_s"] == TOTAL - 1 - (PAUSE[1] - PAUSE[0])
     assert j["cumulative_mg"] == s["cumulative_mg"]
     # 1 mg/mL x the volume the pump reported between its first and last reading.
     assert s["cumulative_mg"] == pytest.approx(35.0 * (TOTAL - 1 - (PAUSE[1] - PAUSE[0])) / 3600, abs=1e-4)
@@ -110,10 +111,10 @@ def test_wall_clock_jump_changes_no_duration_and_raises_no_alarm(steady: Run, ju
     base = steady.clock.monotonic() - TOTAL
     # The SpO2 dip that straddles the jump is alarmed exactly after its 15 s delay ...
     assert ("vital.spo2_low", base + SPO2_DIPS[0][0] + 15) in raised
-    # ... the short dip never is, and the overdue sedation check fires 900 s after the assessment.
+    # ... the short dip never is, and the next observation is due 900 s after the assessment.
     assert not any(rule == "vital.spo2_low" and mono > base + 1400 for rule, mono in raised)
     due = base + SEDATION_AT + 900
-    assert any(rule == "sedation.overdue" and due <= mono <= due + 1 for rule, mono in raised)
+    assert any(rule == "obs.due" and due <= mono <= due + 1 for rule, mono in raised)
     assert jumped.jump_mono is not None
     assert not [a for a in jumped.alarms() if jumped.jump_mono <= a[0] <= jumped.jump_mono + 5]
 

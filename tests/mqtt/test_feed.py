@@ -55,11 +55,20 @@ async def test_late_subscriber_gets_retained_status_state_and_alarms(bed: Bed, b
 
 
 async def test_every_published_payload_matches_its_schema(bed: Bed, subscriber: Subscriber) -> None:
-    from monitord.readings import Acknowledge, Admit, PumpReading, PumpState, SetOrder, StartInfusion
+    from monitord.readings import (
+        Acknowledge,
+        Admit,
+        ChecklistAnswers,
+        PumpReading,
+        PumpState,
+        SetOrder,
+        StartInfusion,
+    )
 
     bed.loop.put(vitals(hr=80, pulse=79, sbp=120, dbp=80, map=93, spo2=96, rr=14, etco2=38, temp=36.8))
     await bed.loop.command(Admit("P-001", 70, 45, actor="n1"))
     await bed.loop.command(SetOrder("ketamine", 1.0, 10.0, actor="n1"))
+    await bed.loop.command(ChecklistAnswers({c.id: c.kind == "prompt" for c in bed.engine.config.checklist}, "n1"))
     await bed.loop.command(StartInfusion(actor="n1"))
     bed.loop.put(PumpReading("pump", PumpState.RUNNING, rate_ml_h=10.0, volume_infused_ml=1.0, drug="ketamine",
                              concentration_mg_ml=1.0))

@@ -123,7 +123,7 @@ class Bed:
         self.submit(r.LinkStatus("monitor", r.DeviceRole.MONITOR, r.LinkState.CONNECTED))
         self.submit(r.Admit(patient, 70.0, 45, "rn1"))
         self.submit(r.TreatmentCount(self.store.treatment_count(patient)))
-        self.submit(r.ChecklistAnswers({"pregnancy": False, "cv_unstable": False}, "rn1"))
+        self.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in self.engine.config.checklist}, "rn1"))
         self.submit(r.PainScore(pain, "rn1"))
         self.submit(r.SetOrder("ketamine", 1.0, 35.0, "rn1", syringe_ml=50.0))
         self.run(30)
@@ -136,7 +136,7 @@ class Bed:
         self.submit(r.StopInfusion("rn1", "course complete"))
         self.run(5)
         self.submit(r.PainScore(pain, "rn1"))
-        self.submit(r.Discharge("rn1"))
+        self.submit(r.Discharge("rn1", reason="end of the test course"))
 
     def flush(self) -> None:
         assert self.store.wait_committed(self.engine.seq, 30.0), f"store did not commit up to seq {self.engine.seq}"

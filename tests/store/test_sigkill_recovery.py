@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from monitord.config import load_config
 from monitord.link.client import LinkClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,8 @@ RATE_ML_H = 35.0
 POLL_S = 0.5
 CONC = 1.0
 MONITOR_POLL_S = 1.0
+# Every checklist item answered: no contraindication, every prompted test done.
+CHECKLIST = {c.id: c.kind == "prompt" for c in load_config().checklist}
 
 
 def _config(tmp: Path, bed: str, pump_driver: str, pump_port: str, monitor_port: str | None = None) -> str:
@@ -151,6 +154,7 @@ async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
         await _command(sock, ("admit", {"patient_id": "PSN-7", "weight_kg": 70.0, "age_years": 40}),
                        ("order", {"drug": "ketamine", "concentration_mg_ml": CONC, "rate_ml_h": RATE_ML_H,
                                   "syringe_ml": 50.0}),
+                       ("checklist", {"answers": CHECKLIST}),
                        ("start", {}))
         await _wait(lambda: _count(db, STARTED) == 1, "the start to be stored", 30.0, daemon, d1_log)
         infusing = "SELECT count(*) FROM events WHERE kind='infusion' AND seq > (SELECT max(seq) FROM events WHERE kind='session')"
@@ -248,8 +252,8 @@ async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: P
 
         daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d1_log)
         await _wait(lambda: _count(db, STARTED) == 1, "the start to be stored", 60.0, daemon, d1_log)
-        latched = "SELECT count(*) FROM alarm_events WHERE rule_id='vital.spo2_critical' AND transition='latched'"
-        await _wait(lambda: _count(db, latched) == 1, "vital.spo2_critical to latch", 60.0, daemon, d1_log)
+        latched = "SELECT count(*) FROM alarm_events WHERE rule_id='vital.spo2_low' AND transition='latched'"
+        await _wait(lambda: _count(db, latched) == 1, "vital.spo2_low to latch", 60.0, daemon, d1_log)
         infusing = "SELECT count(*) FROM events WHERE kind='infusion' AND seq > (SELECT max(seq) FROM events WHERE kind='alarm')"
         await _wait(lambda: _count(db, infusing) >= 2, "pump readings after the latch", 30.0, daemon, d1_log)
 
@@ -273,8 +277,8 @@ async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: P
     assert snap["patient"]["id"] == "PSN-9" and snap["patient"]["weight_kg"] == 70.0
     assert snap["order"]["rate_ml_h"] == 35.0 and snap["order"]["concentration_mg_ml"] == 1.0
     alarms = {a["rule_id"]: a for a in snap["alarms"]}
-    assert "vital.spo2_critical" in alarms, snap["alarms"]
-    assert alarms["vital.spo2_critical"]["state"] == "latched" and alarms["vital.spo2_critical"]["priority"] == "high"
+    assert "vital.spo2_low" in alarms, snap["alarms"]
+    assert alarms["vital.spo2_low"]["state"] == "latched" and alarms["vital.spo2_low"]["priority"] == "high"
     assert snap["vitals"]["spo2"]["value"] >= 95  # SpO2 is back: the alarm shows because it latched
 
     # Every seq exactly once, in order, across the kill.
@@ -294,7 +298,7 @@ async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: P
     assert sessions[0][:4] == ("PSN-9", 70.0, 1.0, 35.0) and sessions[0][4] is not None
     assert sessions[0][5:] == (None, None)
     spo2_transitions = [t for (t,) in _query(db, "SELECT transition FROM alarm_events "
-                                                 "WHERE rule_id='vital.spo2_critical' ORDER BY alarm_seq")]
+                                                 "WHERE rule_id='vital.spo2_low' ORDER BY alarm_seq")]
     assert spo2_transitions == ["raised", "latched"]
 
     # Cumulative dose follows the pump's volume across the kill, within one pump sample.
