@@ -305,14 +305,30 @@ class Engine:
         }
 
     def _plan(self, now: float) -> dict[str, Any]:
-        """Delivered against the plan, and the total projected at the planned end."""
-        st, order = self.state, self.state.order
-        if order is None or order.planned_duration_min is None or st.start_mono is None:
-            return {"planned_duration_min": None, "projected_total_mg": None}
-        remaining_h = max(0.0, order.planned_duration_min * 60 - (now - st.start_mono)) / 3600
-        rate = st.infusion_rate_ml_h if st.pump_infusing() else 0.0
-        projected = st.cumulative_mg + (rate or 0.0) * order.concentration_mg_ml * remaining_h
-        return {"planned_duration_min": order.planned_duration_min, "projected_total_mg": round(projected, 1)}
+        """Delivered against the plan, the total projected at the planned end, and whether the
+        course will reach the guideline's minimum for a first treatment (total and duration)."""
+        st, order, c = self.state, self.state.order, self.config.course
+        delivered = round(st.cumulative_mg, 1)
+        if order is None or order.planned_duration_min is None:
+            return {"planned_duration_min": None, "planned_total_mg": None, "delivered_mg": delivered,
+                    "projected_total_mg": None, "reaches_minimum": None}
+        planned_h = order.planned_duration_min / 60
+        planned_total = order.rate_ml_h * order.concentration_mg_ml * planned_h + order.bolus_mg
+        elapsed_s = 0.0 if st.start_mono is None else now - st.start_mono
+        remaining_h = max(0.0, order.planned_duration_min * 60 - elapsed_s) / 3600
+        if st.start_mono is None:  # not started: the plan as ordered
+            projected = planned_total
+        else:
+            rate = st.infusion_rate_ml_h if st.pump_infusing() else 0.0
+            projected = st.cumulative_mg + (rate or 0.0) * order.concentration_mg_ml * remaining_h
+        return {
+            "planned_duration_min": order.planned_duration_min,
+            "planned_total_mg": round(planned_total, 1),
+            "delivered_mg": delivered,
+            "projected_total_mg": round(projected, 1),
+            # Lines 1284-1290: at least min_total_mg over more than min_duration_h.
+            "reaches_minimum": projected >= c.min_total_mg and planned_h > c.min_duration_h,
+        }
 
     def _observation(self, now: float) -> dict[str, Any] | None:
         due = next_due(self.state, self.config)

@@ -105,3 +105,11 @@ def test_projection_at_the_planned_end(bed: Bed) -> None:
     bed.run(3600)
     inf = bed.engine.snapshot()["infusion"]
     assert inf["projected_total_mg"] == pytest.approx(140, abs=1.0)
+    assert inf["planned_total_mg"] == pytest.approx(140)
+    assert inf["delivered_mg"] == pytest.approx(35, abs=1.0)
+    assert inf["reaches_minimum"] is True  # 140 mg over 4 h: past 80 mg over > 2 h
+    bed.set_pump(r.PumpState.STOPPED, 35)  # the pump stops for good at 1 h
+    bed.run(60)
+    inf = bed.engine.snapshot()["infusion"]
+    assert inf["projected_total_mg"] == pytest.approx(35, abs=1.0)
+    assert inf["reaches_minimum"] is False
