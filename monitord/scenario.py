@@ -539,6 +539,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files] or library()
+    if not files:  # nothing played is not a pass
+        print("ERROR no scenario files: give files, or run from a checkout that has scenarios/", file=sys.stderr)
+        return 2
     failed = 0
     for f in files:
         try:
