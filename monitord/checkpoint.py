@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from monitord import readings as r
+from monitord.interlock import InterlockState
 from monitord.state import Bolus, Order, Patient, PumpStatus, Sedation, SessionStatus, VitalValue
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def take(engine: Engine) -> dict[str, Any]:
         "infusion_rate_ml_h": st.infusion_rate_ml_h,
         "pump_idle_age_s": age(st.pump_idle_since_mono),
         "ever_infused": st.ever_infused,
+        "interlock": st.interlock.to_dict() | {"since_mono": age(st.interlock.since_mono),
+                                               "command_mono": age(st.interlock.command_mono)},
         "pump": None if p is None else {
             "device": p.device, "state": p.state.value, "rate_ml_h": p.rate_ml_h,
             "volume_infused_ml": p.volume_infused_ml, "volume_to_be_infused_ml": p.volume_to_be_infused_ml,
@@ -126,6 +129,11 @@ def restore(engine: Engine, cp: dict[str, Any], downtime_s: float = 0.0) -> None
     st.infusion_rate_ml_h = cp.get("infusion_rate_ml_h")
     st.pump_idle_since_mono = mono(cp.get("pump_idle_age_s"))
     st.ever_infused = bool(cp.get("ever_infused"))
+    if cp.get("interlock"):
+        il = InterlockState.from_dict(cp["interlock"])
+        # ages in the checkpoint, monotonic times here; a stop in progress is judged again on restart
+        il.since_mono, il.command_mono = mono(il.since_mono), mono(il.command_mono)
+        st.interlock = il
     if cp.get("pump"):
         p = cp["pump"]
         # The last report, aged by the downtime: a pump that was infusing kept infusing, so the

@@ -4,25 +4,51 @@ Every clinical number lives here (with its defaults in ``config/defaults.toml``,
 carries a comment naming its source). Unknown keys are errors: a typo in a threshold must never
 fall back to a default silently. ``load_config`` raises ``ConfigError`` whose message names the
 file, the key, the bad value and what is allowed.
+
+A site file is merged over the shipped defaults: tables merge key by key, and the keyed lists
+(``[[vitals.limits]]``, ``[[checklist]]``) merge entry by entry on their ``id``, so a site that
+changes one limit keeps all the others. An entry is removed only by ``enabled = false``, which
+``notes`` reports (``monitord check-config`` prints them). Every number must be finite and of
+its type (no ``"90"``, no ``true`` for a number), and every interval, rate and limit lies in a
+range that keeps the function it controls working; the bounds below say why.
 """
 
 from __future__ import annotations
 
 import sys
 import tomllib
+import zoneinfo
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict as StrictType,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from monitord.readings import Vital
 
 DEFAULTS_PATH = Path(__file__).parent / "defaults" / "defaults.toml"
 
+# Lists of tables merged with the defaults entry by entry, on this key.
+KEYED_LISTS: dict[tuple[str, ...], str] = {("vitals", "limits"): "id", ("checklist",): "id"}
+# Sections whose changes from the shipped defaults ``notes`` lists (what a reviewer must approve).
+CLINICAL_SECTIONS = ("patient_limits", "ketamine", "vitals", "sedation", "observations", "discharge", "course",
+                     "alarms", "checklist")
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a nan limit compares false with every value and never alarms; an inf
+    # interval stops what it paces. No number in a configuration is meant to be either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CareArea(StrEnum):
@@ -44,8 +70,30 @@ class Priority(StrEnum):
         return {"high": 3, "medium": 2, "low": 1, "advisory": 0}[self.value]
 
 
-Positive = Annotated[float, Field(gt=0)]
-NonNeg = Annotated[float, Field(ge=0)]
+# TOML has real numbers and booleans: a quoted number or a boolean where a number belongs is a
+# mistake, not something to convert.
+Float = Annotated[float, StrictType()]
+Int = Annotated[int, StrictType()]
+Bool = Annotated[bool, StrictType()]
+Positive = Annotated[float, StrictType(), Field(gt=0)]
+NonNeg = Annotated[float, StrictType(), Field(ge=0)]
+Percent = Annotated[float, StrictType(), Field(ge=0, le=100)]
+# A path or name handed to the operating system: never empty, never with a NUL byte.
+OsText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+
+
+def _seconds(lo: float, hi: float, *, lo_open: bool = False) -> Any:
+    return Annotated[float, StrictType(), Field(gt=lo, le=hi) if lo_open else Field(ge=lo, le=hi)]
+
+
+# Condition delays (limits, device alarms): the longest preset in alarm-defaults.md s3 is 30 s
+# and the apnoea limit below stops at 120 s; a delay of minutes is an alarm switched off.
+ConditionDelay = _seconds(0, 120)
+# Dose rates: the guideline's highest rate is 7 mg/kg/h (refractory, ICU: Table 6 line 1660);
+# a threshold far above it is a unit slip and would switch the dose alarms off.
+DoseRate = Annotated[float, StrictType(), Field(gt=0, le=20)]
+# Bolus doses: the top of the guideline's Table 1 is 5-10 mg/kg (IM surgical anaesthesia, line 376).
+BolusDose = Annotated[float, StrictType(), Field(gt=0, le=10)]
 
 
 class BedConfig(Strict):
@@ -53,17 +101,29 @@ class BedConfig(Strict):
     care_area: CareArea
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value == "UTC":
+            return value
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError("not a known time zone (an IANA name such as 'Europe/London')") from None
+        return value
+
 
 class PatientLimits(Strict):
-    weight_kg_min: Positive
-    weight_kg_max: Positive
-    age_years_min: Annotated[int, Field(ge=0)]
-    age_years_max: Annotated[int, Field(gt=0)]
-    elderly_age_years: Annotated[int, Field(gt=0)]
+    # Plausibility bounds on the plausibility bounds: the heaviest person recorded weighed 635 kg.
+    weight_kg_min: Annotated[float, StrictType(), Field(gt=0, le=1000)]
+    weight_kg_max: Annotated[float, StrictType(), Field(gt=0, le=1000)]
+    age_years_min: Annotated[int, StrictType(), Field(ge=0, le=150)]
+    age_years_max: Annotated[int, StrictType(), Field(gt=0, le=150)]
+    elderly_age_years: Annotated[int, StrictType(), Field(gt=0, le=150)]
     # Entry safety: a weight this far from the patient's last recorded one, or above the
     # confirmation level, or that matches the last weight in pounds, needs confirming.
-    weight_change_confirm_pct: Annotated[float, Field(gt=0, le=100)]
-    weight_confirm_above_kg: Positive
+    weight_change_confirm_pct: Annotated[float, StrictType(), Field(gt=0, le=100)]
+    weight_confirm_above_kg: Annotated[float, StrictType(), Field(gt=0, le=1000)]
 
     @model_validator(mode="after")
     def _ordered(self) -> PatientLimits:
@@ -75,11 +135,11 @@ class PatientLimits(Strict):
 
 
 class DoseThresholds(Strict):
-    low_mg_kg_h: Positive
-    monitored_area_mg_kg_h: Positive
-    soft_max_mg_kg_h: Positive
-    hard_max_mg_kg_h: Positive
-    bolus_max_mg_kg: Positive
+    low_mg_kg_h: DoseRate
+    monitored_area_mg_kg_h: DoseRate
+    soft_max_mg_kg_h: DoseRate
+    hard_max_mg_kg_h: DoseRate
+    bolus_max_mg_kg: BolusDose
 
     @model_validator(mode="after")
     def _ordered(self) -> DoseThresholds:
@@ -92,45 +152,50 @@ class DrugEntry(Strict):
     """A drug-library entry, as a smart pump would hold it."""
 
     name: str
-    concentrations_mg_ml: list[Positive] = Field(min_length=1)
-    rate_ml_h_max: Positive
-    syringe_sizes_ml: list[Positive] = Field(min_length=1)
-    concentration_tolerance_pct: NonNeg
-    rate_tolerance_pct: NonNeg
-    rate_mismatch_delay_s: NonNeg
-    syringe_tolerance_ml: NonNeg
+    # Ketamine is sold at 10, 50 and 100 mg/mL: nothing stronger reaches a pump.
+    concentrations_mg_ml: list[Annotated[float, StrictType(), Field(gt=0, le=100)]] = Field(min_length=1)
+    # Syringe and volumetric pumps top out near 1200-2000 mL/h; the bound only refuses absurd values.
+    rate_ml_h_max: Annotated[float, StrictType(), Field(gt=0, le=10000)]
+    syringe_sizes_ml: list[Annotated[float, StrictType(), Field(gt=0, le=1000)]] = Field(min_length=1)
+    concentration_tolerance_pct: Percent
+    rate_tolerance_pct: Percent
+    rate_mismatch_delay_s: _seconds(0, 600)
+    syringe_tolerance_ml: Annotated[float, StrictType(), Field(ge=0, le=10)]
     # mg/kg/h and mg/kg are compared with the guideline's numbers after rounding to this step.
-    dose_precision: Annotated[float, Field(gt=0, le=0.1)]
-    bolus_window_s: Annotated[float, Field(gt=0, le=86400)]
+    dose_precision: Annotated[float, StrictType(), Field(gt=0, le=0.1)]
+    bolus_window_s: _seconds(0, 86400, lo_open=True)
     # Boluses in the window above this total alarm in a monitored unit or ICU.
-    bolus_window_max_monitored_mg_kg: Positive
+    bolus_window_max_monitored_mg_kg: BolusDose
     # An order bolus above this per kg is refused as an entry error.
-    bolus_order_max_mg_kg: Positive
+    bolus_order_max_mg_kg: BolusDose
     # Pump infusing against the recorded intent (after Stop, during Pause, with no order) alarms
     # after this long: time to reach the pump after recording the action.
-    intent_mismatch_delay_s: Annotated[float, Field(ge=0, le=600)]
+    intent_mismatch_delay_s: _seconds(0, 600)
     # Pump infusing before Start was recorded.
-    running_not_started_delay_s: Annotated[float, Field(ge=0, le=3600)]
+    running_not_started_delay_s: _seconds(0, 3600)
     # Session running but the pump has not infused for this long.
-    pump_idle_alarm_s: Annotated[float, Field(gt=0, le=86400)]
-    rescue_dose_mg_max: Positive
+    pump_idle_alarm_s: _seconds(0, 86400, lo_open=True)
+    # No rescue drug on the list is dosed in grams: the bound refuses a unit slip in the bound.
+    rescue_dose_mg_max: Annotated[float, StrictType(), Field(gt=0, le=10000)]
     dose: DoseThresholds
     dose_elderly_or_comorbid: DoseThresholds
-    rescue_medications: list[str] = Field(min_length=1)
+    rescue_medications: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
 
 
 class VitalLimit(Strict):
-    """One absolute limit on one vital sign. Exactly one of ``above``/``below``."""
+    """One absolute limit on one vital sign. Exactly one of ``above``/``below``.
+    ``enabled = false`` removes a shipped limit (reported by ``check-config``)."""
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
     vital: Vital
-    above: float | None = None
-    below: float | None = None
-    delay_s: NonNeg
+    above: Float | None = None
+    below: Float | None = None
+    delay_s: ConditionDelay
     priority: Priority
-    latching: bool = False
-    respiratory_warning: bool = False
+    latching: Bool = False
+    respiratory_warning: Bool = False
     source: str = Field(min_length=3)
+    enabled: Bool = True
 
     @model_validator(mode="after")
     def _one_bound(self) -> VitalLimit:
@@ -140,124 +205,166 @@ class VitalLimit(Strict):
 
 
 class PhysicalRange(Strict):
-    min: float
-    max: float
+    min: Float
+    max: Float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PhysicalRange:
+        if self.min >= self.max:
+            raise ValueError("min must be below max")
+        return self
 
 
 class VitalsConfig(Strict):
-    stale_after_s: Positive
-    nibp_cycle_s: Positive
-    nibp_overdue_factor: Positive
-    baseline_hr_rise_pct: Positive
-    baseline_sbp_rise_pct: Positive
-    baseline_hr_delay_s: NonNeg
-    baseline_max_age_s: Positive
-    respiratory_warnings_for_alarm: Annotated[int, Field(ge=2)]
-    source_missing_s: dict[Vital, Positive]
-    apnoea_s: Annotated[float, Field(gt=0, le=120)]
+    # A value older than this is not evaluated: beyond 5 min an old value would be judged as current.
+    stale_after_s: _seconds(0, 300, lo_open=True)
+    # Monitors cycle the cuff every few minutes up to an hour or two; past 4 h "overdue" means nothing.
+    nibp_cycle_s: _seconds(0, 14400, lo_open=True)
+    # Below 1 the NIBP would be overdue before it is due.
+    nibp_overdue_factor: Annotated[float, StrictType(), Field(ge=1, le=10)]
+    baseline_hr_rise_pct: Annotated[float, StrictType(), Field(gt=0, le=200)]
+    baseline_sbp_rise_pct: Annotated[float, StrictType(), Field(gt=0, le=200)]
+    baseline_hr_delay_s: _seconds(0, 600)
+    baseline_max_age_s: _seconds(0, 3600, lo_open=True)
+    respiratory_warnings_for_alarm: Annotated[int, StrictType(), Field(ge=2, le=10)]
+    # A device silent for minutes without a technical alarm is a device nobody watches.
+    source_missing_s: dict[Vital, _seconds(0, 300, lo_open=True)]
+    apnoea_s: _seconds(0, 120, lo_open=True)
     # EtCO2 at or below this with no breath counted is no breath; above it but below the line
     # check level while breaths are counted, the sampling line is suspect (technical).
-    apnoea_etco2_mmhg: Annotated[float, Field(ge=0, le=20)]
-    etco2_line_check_mmhg: Annotated[float, Field(ge=0, le=30)]
+    apnoea_etco2_mmhg: Annotated[float, StrictType(), Field(ge=0, le=20)]
+    etco2_line_check_mmhg: Annotated[float, StrictType(), Field(ge=0, le=30)]
     physical_range: dict[Vital, PhysicalRange]
     limits: list[VitalLimit]
 
     @model_validator(mode="after")
-    def _unique(self) -> VitalsConfig:
+    def _limits_can_fire(self) -> VitalsConfig:
         ids = [lim.id for lim in self.limits]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate limit ids: {sorted(dup)}")
+        # A limit outside the vital's physical range could never alarm: values beyond the range
+        # are discarded as device faults before any limit sees them.
+        for lim in self.limits:
+            rng = self.physical_range.get(lim.vital)
+            if rng is None:
+                continue
+            if lim.above is not None and not rng.min <= lim.above < rng.max:
+                raise ValueError(f"limit {lim.id}: above = {lim.above} cannot alarm: {lim.vital.value} values "
+                                 f"are accepted only from {rng.min} to {rng.max} (physical_range)")
+            if lim.below is not None and not rng.min < lim.below <= rng.max:
+                raise ValueError(f"limit {lim.id}: below = {lim.below} cannot alarm: {lim.vital.value} values "
+                                 f"are accepted only from {rng.min} to {rng.max} (physical_range)")
         return self
 
 
 class SedationConfig(Strict):
-    poss_medium: Annotated[int, Field(ge=1, le=4)]
-    poss_high: Annotated[int, Field(ge=1, le=4)]
-    rass_medium: Annotated[int, Field(ge=-5, le=4)]
-    rass_high: Annotated[int, Field(ge=-5, le=4)]
-    rass_agitation: Annotated[int, Field(ge=1, le=4)]
+    poss_medium: Annotated[int, StrictType(), Field(ge=1, le=4)]
+    poss_high: Annotated[int, StrictType(), Field(ge=1, le=4)]
+    rass_medium: Annotated[int, StrictType(), Field(ge=-5, le=4)]
+    rass_high: Annotated[int, StrictType(), Field(ge=-5, le=4)]
+    rass_agitation: Annotated[int, StrictType(), Field(ge=1, le=4)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SedationConfig:
+        if self.poss_medium > self.poss_high:
+            raise ValueError("poss_medium must not be above poss_high (POSS rises with sedation)")
+        if self.rass_high > self.rass_medium:
+            raise ValueError("rass_high must not be above rass_medium (RASS falls with sedation)")
+        return self
 
 
 class ObservationConfig(Strict):
     """When an observation (sedation score) is due; a reminder is shown when due and sounds
     (low priority) only once it is overdue by ``grace_s``."""
 
-    first_hour_interval_s: Annotated[float, Field(gt=0, le=14400)]
-    interval_s: Annotated[float, Field(gt=0, le=14400)]
-    first_phase_s: Annotated[float, Field(ge=0, le=86400)]
-    after_rate_change_s: Annotated[float, Field(gt=0, le=14400)]
-    after_stop_s: Annotated[float, Field(gt=0, le=14400)]
-    grace_s: Annotated[float, Field(ge=0, le=14400)]
+    first_hour_interval_s: _seconds(0, 14400, lo_open=True)
+    interval_s: _seconds(0, 14400, lo_open=True)
+    first_phase_s: _seconds(0, 86400)
+    after_rate_change_s: _seconds(0, 14400, lo_open=True)
+    after_stop_s: _seconds(0, 14400, lo_open=True)
+    grace_s: _seconds(0, 14400)
 
 
 class DischargeConfig(Strict):
     """Discharge criteria (monitord.discharge) and the controlled-substance record tolerance."""
 
-    min_observation_after_stop_s: Annotated[float, Field(ge=0, le=86400)]
-    vitals_band_pct: Annotated[float, Field(gt=0, le=100)]
-    min_score: Annotated[int, Field(ge=0, le=10)]
-    record_tolerance_mg: Annotated[float, Field(ge=0, le=100)]
+    min_observation_after_stop_s: _seconds(0, 86400)
+    vitals_band_pct: Annotated[float, StrictType(), Field(gt=0, le=100)]
+    min_score: Annotated[int, StrictType(), Field(ge=0, le=10)]
+    record_tolerance_mg: Annotated[float, StrictType(), Field(ge=0, le=100)]
 
 
 class ChecklistItem(Strict):
     id: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
-    text: str
+    text: str = Field(min_length=1)
     # contraindication: "yes" needs a physician override with a reason; prompt: a test to consider.
     kind: Literal["contraindication", "prompt"]
     source: str = Field(min_length=3)
+    enabled: Bool = True
 
 
 class CourseConfig(Strict):
-    min_total_mg: Positive
-    min_duration_h: Positive
-    treatments_per_year_review: Annotated[int, Field(gt=0)]
-    treatments_per_year_max: Annotated[int, Field(gt=0)]
+    min_total_mg: Annotated[float, StrictType(), Field(gt=0, le=10000)]
+    min_duration_h: Annotated[float, StrictType(), Field(gt=0, le=168)]
+    treatments_per_year_review: Annotated[int, StrictType(), Field(gt=0, le=366)]
+    treatments_per_year_max: Annotated[int, StrictType(), Field(gt=0, le=366)]
     # Pain reduction (last score after the stop vs last before the start) that counts as a
     # positive response; the registry reports it per treatment.
-    response_reduction_pct: Annotated[float, Field(gt=0, le=100)] = 30.0
+    response_reduction_pct: Annotated[float, StrictType(), Field(gt=0, le=100)] = 30.0
 
 
 class AlarmConfig(Strict):
-    audio_pause_s: Positive
-    escalate_after_s: dict[Priority, Positive]
-    latching: list[str]
+    # IEC 60601-1-8: a disclosed pause, "commonly 2 min" (alarm-defaults.md s1); a pause of more
+    # than 10 min is audio off, which monitord does not offer.
+    audio_pause_s: _seconds(0, 600, lo_open=True)
+    escalate_after_s: dict[Priority, _seconds(0, 3600, lo_open=True)]
+    latching: list[Annotated[str, Field(min_length=1)]]
     device_alarm_priority: dict[str, Priority]
-    device_alarm_delay_s: dict[str, NonNeg]
+    device_alarm_delay_s: dict[str, ConditionDelay]
     # After a restart, restored alarms are held this long before their inputs can clear them.
-    restore_hold_s: Annotated[float, Field(ge=0, le=300)]
+    restore_hold_s: _seconds(0, 300)
 
 
 class SerialPort(Strict):
-    port: str
-    baudrate: Annotated[int, Field(gt=0)] = 19200
+    port: OsText
+    # 50 baud is the lowest standard rate; 4 Mbaud is beyond any USB serial adapter's.
+    baudrate: Annotated[int, StrictType(), Field(ge=50, le=4_000_000)] = 19200
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
-    rtscts: bool = False  # hardware flow control (the Datex S/5 interface uses RTS/CTS)
+    rtscts: Bool = False  # hardware flow control (the Datex S/5 interface uses RTS/CTS)
+
+
+# Device polling: below 10 ms a driver would only load the bus and the CPU (monitors send at
+# most a few frames a second); above a minute vitals would be stale before they arrive.
+PollInterval = _seconds(0.01, 60)
+# No valid reply for this long: the device is "lost" (technical alarm). Ten minutes of silence
+# without an alarm would be an unmonitored patient.
+DeviceTimeout = _seconds(0.1, 600)
 
 
 class PumpDevice(Strict):
-    name: str = "pump"
+    name: Annotated[str, Field(min_length=1, max_length=64)] = "pump"
     driver: Literal["modbus", "ne500"]
     serial: SerialPort
-    poll_interval_s: Positive = 1.0
-    timeout_s: Positive = 10.0
-    modbus_unit: Annotated[int, Field(ge=1, le=247)] = 1
-    register_map: str | None = None  # path; default map shipped in config/pump-map.toml
-    ne500_address: Annotated[int, Field(ge=0, le=99)] = 0
-    ne500_safe_mode: bool = False  # the NE-500 "safe mode" framing with CRC-16
-    allow_stop_commands: bool = False
+    poll_interval_s: PollInterval = 1.0
+    timeout_s: DeviceTimeout = 10.0
+    modbus_unit: Annotated[int, StrictType(), Field(ge=1, le=247)] = 1
+    register_map: OsText | None = None  # path; default map shipped in config/pump-map.toml
+    ne500_address: Annotated[int, StrictType(), Field(ge=0, le=99)] = 0
+    ne500_safe_mode: Bool = False  # the NE-500 "safe mode" framing with CRC-16
+    allow_stop_commands: Bool = False
 
 
 class MonitorDevice(Strict):
-    name: str = "monitor"
+    name: Annotated[str, Field(min_length=1, max_length=64)] = "monitor"
     driver: Literal["datex"]
     serial: SerialPort
-    poll_interval_s: Positive = 5.0
-    timeout_s: Positive = 15.0
+    poll_interval_s: PollInterval = 5.0
+    timeout_s: DeviceTimeout = 15.0
     # "auto": a capnograph counts as connected once the monitor has sent a valid EtCO2.
-    capnograph: Literal["auto"] | bool = "auto"
+    capnograph: Literal["auto"] | Bool = "auto"
 
 
 class DevicesConfig(Strict):
@@ -266,40 +373,57 @@ class DevicesConfig(Strict):
 
 
 class StoreConfig(Strict):
-    url: str | None = None  # None: SQLite file in state_dir
-    state_dir: str = "/var/lib/monitord"
-    raw_retention_h: Positive = 24.0
-    trend_interval_s: Positive = 60.0
-    batch_max: Annotated[int, Field(gt=0)] = 500
-    flush_interval_s: Positive = 0.5
+    url: OsText | None = None  # None: SQLite file in state_dir
+    state_dir: OsText = "/var/lib/monitord"
+    # Raw readings kept at most a year: the minute trends and alarms stay for good anyway.
+    raw_retention_h: Annotated[float, StrictType(), Field(gt=0, le=8784)] = 24.0
+    trend_interval_s: _seconds(1, 3600) = 60.0
+    batch_max: Annotated[int, StrictType(), Field(ge=1, le=100_000)] = 500
+    # How long a committed event may wait for the writer. 10 ms is below one SQLite commit on an
+    # SD card (nothing gained below it); above 5 s a crash loses seconds of record and the store
+    # alarm comes late. inf once stopped the writer thread: nothing stored, nothing alarmed.
+    flush_interval_s: _seconds(0.01, 5) = 0.5
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        return value
 
 
 class TLSConfig(Strict):
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: OsText
+    cert_file: OsText | None = None
+    key_file: OsText | None = None
 
 
 class MqttConfig(Strict):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(gt=0, lt=65536)] = 1883
-    topic_root: str = "monitord/v1"
+    enabled: Bool = True
+    host: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
+    port: Annotated[int, StrictType(), Field(gt=0, lt=65536)] = 1883
+    topic_root: Annotated[str, Field(min_length=1, pattern=r"^[^#+\x00]+$")] = "monitord/v1"
     client_id: str | None = None
     username: str | None = None
     password: str | None = None
     tls: TLSConfig | None = None
-    keepalive_s: Annotated[int, Field(gt=0)] = 10
-    accept_ack: bool = False
-    ack_stations: list[str] = Field(default_factory=list)
+    # The broker declares the bed offline after 1.5 x keepalive: beyond 10 min a dead bed would
+    # look alive to the central station for a quarter of an hour.
+    keepalive_s: Annotated[int, StrictType(), Field(ge=1, le=600)] = 10
+    accept_ack: Bool = False
+    ack_stations: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 class DashboardConfig(Strict):
-    socket: str = "/run/monitord/dashboard.sock"
+    socket: OsText = "/run/monitord/dashboard.sock"
 
 
 class WatchdogConfig(Strict):
-    tick_s: Positive = 1.0
+    # The rule loop's tick: time-based alarms (condition delays, apnoea, silence) fire at most one
+    # tick late. Below 10 ms the loop only burns CPU (an idle tick costs ~15 us, readings arrive at
+    # 1 Hz); 1e-9 once held a core at 100 %. Above 2 s alarms come late, and the unit's
+    # WatchdogSec=20s must span at least ten ticks (tests/deploy/test_units.py).
+    tick_s: _seconds(0.01, 2.0) = 1.0
 
 
 class Config(Strict):
@@ -319,6 +443,21 @@ class Config(Strict):
     dashboard: DashboardConfig = DashboardConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
 
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _unique_checklist(self) -> Config:
+        ids = [item.id for item in self.checklist]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate checklist ids: {sorted(dup)}")
+        return self
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the site changed in the clinical sections, and every shipped entry it disabled."""
+        return self._notes
+
     def dose_thresholds(self, elderly_or_comorbid: bool) -> DoseThresholds:
         return self.ketamine.dose_elderly_or_comorbid if elderly_or_comorbid else self.ketamine.dose
 
@@ -327,21 +466,148 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message says where and why."""
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``over`` onto ``base``; tables merge, everything else (lists too) replaces."""
+# -- merging --------------------------------------------------------------------------------
+
+
+def merge(base: dict[str, Any], over: dict[str, Any], _path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Deep-merge ``over`` onto ``base``. Tables merge key by key; the lists in ``KEYED_LISTS``
+    merge entry by entry on their key; any other value (other lists too) replaces.
+    Raises ``ConfigError`` for a keyed list that cannot be merged."""
     out = dict(base)
     for key, value in over.items():
+        here = (*_path, key)
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+            out[key] = merge(out[key], value, here)
+        elif here in KEYED_LISTS and isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = _merge_keyed(out[key], value, here, KEYED_LISTS[here])
         else:
             out[key] = value
     return out
 
 
-def _describe(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+def _merge_keyed(base: list[Any], over: list[Any], path: tuple[str, ...], key: str) -> list[Any]:
+    name = ".".join(path)
+    if not over:
+        raise ConfigError(
+            f"{name} = []: entries merge with the shipped ones by {key}, so an empty list changes nothing; "
+            f"to remove a shipped entry give it `{key} = \"...\"` and `enabled = false`"
+        )
+    out = [dict(e) if isinstance(e, dict) else e for e in base]
+    index = {e.get(key): i for i, e in enumerate(out) if isinstance(e, dict)}
+    seen: set[str] = set()
+    for n, entry in enumerate(over, 1):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{name}: entry {n} is {entry!r}, not a table ([[{name}]] with a {key})")
+        ident = entry.get(key)
+        if not isinstance(ident, str):
+            raise ConfigError(f"{name}: entry {n} has no {key}; entries merge with the shipped ones by {key}")
+        if ident in seen:
+            raise ConfigError(f"{name}: {key} '{ident}' is given twice")
+        seen.add(ident)
+        if ident in index:
+            out[index[ident]] = {**out[index[ident]], **entry}
+        else:
+            index[ident] = len(out)
+            out.append(dict(entry))
+    return out
+
+
+# -- what a site changed ----------------------------------------------------------------------
+
+
+def _changes(base: Any, new: Any, where: str) -> Iterator[str]:
+    if isinstance(base, dict) and isinstance(new, dict):
+        for key in new:
+            if key not in base:
+                yield f"{where}.{key} = {new[key]!r} (not in the shipped defaults)"
+            else:
+                yield from _changes(base[key], new[key], f"{where}.{key}")
+    elif base != new:
+        yield f"{where} = {new!r} (shipped: {base!r})"
+
+
+def describe_changes(defaults: dict[str, Any], merged: dict[str, Any]) -> list[str]:
+    """One line per change ``merged`` makes to the clinical sections of ``defaults``; a shipped
+    entry switched off comes first, marked DISABLED."""
+    disabled: list[str] = []
+    changed: list[str] = []
+    for section in CLINICAL_SECTIONS:
+        if section not in merged or section not in defaults:
+            continue
+        base, new = defaults[section], merged[section]
+        for path, key in KEYED_LISTS.items():
+            if path[0] != section:
+                continue
+            base_list, new_list = _get(defaults, path), _get(merged, path)
+            if not isinstance(base_list, list) or not isinstance(new_list, list):
+                continue
+            shipped = {e.get(key): e for e in base_list if isinstance(e, dict)}
+            name = ".".join(path)
+            for entry in new_list:
+                if not isinstance(entry, dict):
+                    continue
+                ident = entry.get(key)
+                where = f"{name}[{ident}]"
+                if entry.get("enabled") is False:
+                    if ident in shipped:
+                        disabled.append(f"DISABLED {where}: shipped entry switched off by enabled = false")
+                    continue
+                if ident not in shipped:
+                    changed.append(f"{where} added")
+                else:
+                    changed.extend(_changes(shipped[ident], entry, where))
+            # keep the generic walk away from the keyed list itself
+            base = _without(base, path[1:])
+            new = _without(new, path[1:])
+        changed.extend(_changes(base, new, section))
+    return disabled + changed
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)  # type: ignore[assignment]
+    return data
+
+
+def _without(data: Any, path: tuple[str, ...]) -> Any:
+    if not path:
+        return None
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    if len(path) == 1:
+        out.pop(path[0], None)
+    elif path[0] in out:
+        out[path[0]] = _without(out[path[0]], path[1:])
+    return out
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _where(loc: tuple[Any, ...], data: Any) -> str:
+    """``vitals.limits[hr_high].above`` rather than ``vitals.limits.6.above``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and isinstance(data, list):
+            item = data[part] if 0 <= part < len(data) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            out += f"[{ident}]" if isinstance(ident, str) else f"[{part}]"
+            data = item
+        else:
+            out += f".{part}" if out else str(part)
+            data = data.get(part) if isinstance(data, dict) else None
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any], data: Any) -> str:
+    key = _where(tuple(err["loc"]), data)
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a table"
+    shown = "a table" if isinstance(value, dict) else repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
     allowed = err["msg"]
     ctx = err.get("ctx") or {}
     if "expected" in ctx:
@@ -350,15 +616,20 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{key}: unknown key (value {shown}); check its spelling"
     if err["type"] == "missing":
         return f"{key}: required, missing"
+    if err["type"] in ("value_error", "assertion_error"):
+        return f"{key}: {allowed.removeprefix('Value error, ')}"
     return f"{key} = {shown}: {allowed}"
 
 
 def parse_config(data: dict[str, Any], origin: str = "<config>") -> Config:
+    """Validate merged data; entries with ``enabled = false`` are dropped from the result."""
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
+        lines = [_describe(e, data) for e in exc.errors()]  # type: ignore[arg-type]
         raise ConfigError(f"{origin}: invalid configuration\n  " + "\n  ".join(lines)) from None
+    vitals = config.vitals.model_copy(update={"limits": [lim for lim in config.vitals.limits if lim.enabled]})
+    return config.model_copy(update={"vitals": vitals, "checklist": [c for c in config.checklist if c.enabled]})
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -367,26 +638,44 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not usable: nested too deeply") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load the shipped defaults, then the site file over them, then ``overrides``."""
-    data = read_toml(DEFAULTS_PATH)
+    defaults = read_toml(DEFAULTS_PATH)
+    data = defaults
     origin = str(DEFAULTS_PATH)
-    if path is not None:
-        data = merge(data, read_toml(Path(path)))
-        origin = str(path)
-    if overrides:
-        data = merge(data, overrides)
-    return parse_config(data, origin)
+    try:
+        if path is not None:
+            origin = str(path)
+            data = merge(data, read_toml(Path(path)))
+        if overrides:
+            data = merge(data, overrides)
+    except ConfigError as exc:
+        if str(exc).startswith(origin):
+            raise
+        raise ConfigError(f"{origin}: invalid configuration\n  {exc}") from None
+    config = parse_config(data, origin)
+    config._notes = tuple(describe_changes(defaults, data))
+    return config
 
 
 def load_or_report(path: str | Path | None) -> Config | None:
     """``load_config`` for a command line: on error, print the message to stderr and return None."""
+    from monitord.logs import report_error
+
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        report_error(str(exc))
         return None

@@ -18,10 +18,11 @@ from typing import Any
 
 from monitord import checkpoint as checkpoints
 from monitord import intent, truth
+from monitord import interlock as interlocks
 from monitord import readings as r
 from monitord.alarms import AlarmManager
 from monitord.clock import Clock
-from monitord.config import Config
+from monitord.config import Config, ConfigError
 from monitord.discharge import readiness, record_balance
 from monitord.dose import bolus_mg_kg
 from monitord.errors import ConfirmationRequired, Refused
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Event], None]
 CheckpointSubscriber = Callable[[int, dict[str, Any]], None]
+CommandSubscriber = Callable[[str], None]  # a pump command ("stop" | "pause") to send now
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -51,7 +53,13 @@ class Engine:
         self.seq = 0
         self._subscribers: list[Subscriber] = []
         self._checkpoint_subscribers: list[CheckpointSubscriber] = []
+        self._command_subscribers: list[CommandSubscriber] = []
         self.last_evaluation_mono: float | None = None
+        if config.interlock.enabled:
+            known = {rule.id for rule in self.rules}
+            unknown = [t for t in config.interlock.triggers if t not in known]
+            if unknown or not config.interlock.triggers:
+                raise ConfigError(f"interlock.triggers: {', '.join(unknown) or 'empty'}: give rule ids (monitord rules)")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -66,6 +74,11 @@ class Engine:
     def subscribe_checkpoint(self, callback: CheckpointSubscriber) -> None:
         """``callback(seq, checkpoint)`` after each input or tick that emitted events."""
         self._checkpoint_subscribers.append(callback)
+
+    def subscribe_commands(self, callback: CommandSubscriber) -> None:
+        """``callback(command)`` when the interlock asks for a pump command. It must not block:
+        the daemon hands it to the pump driver; the engine verifies the result from the pump's reports."""
+        self._command_subscribers.append(callback)
 
     def emit(self, kind: EventKind, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -151,8 +164,27 @@ class Engine:
             if found is not None:
                 findings[rule.id] = found
         self.alarms.update(findings, now, self.clock.utc_now())
+        self._interlock(now)
         self.last_evaluation_mono = now
         return findings
+
+    def interlock_triggers(self) -> dict[str, int]:
+        """Active alarms of the interlock's trigger rules: rule id -> occurrence (alarm_seq)."""
+        return {rid: a.occurrence_seq for rid in self.config.interlock.triggers
+                if (a := self.alarms.alarms.get(rid)) is not None}
+
+    def _interlock(self, now: float) -> None:
+        pump = self.state.pump
+        view = interlocks.PumpView(pump.state, pump.rate_ml_h, pump.mono) if pump is not None else None
+        out = interlocks.step(self.state.interlock, self.config.interlock, self.interlock_triggers(), view, now)
+        for data in out.events:
+            self.emit(EventKind.INTERLOCK, data)
+        for command in out.commands:
+            for cb in self._command_subscribers:
+                try:
+                    cb(command)
+                except Exception:  # the verification from the pump's reports still runs
+                    log.exception("pump command subscriber failed")
 
     def _update_onsets(self, now: float) -> None:
         """Note when each limit condition began (kept while it lasts, dropped when it ends)."""
@@ -187,6 +219,7 @@ class Engine:
         r.ControlledDrug: intent.controlled_drug,
         r.CaptureBaseline: intent.capture,
         r.Override: intent.override,
+        r.InterlockRelease: intent.interlock_release,
         r.ChecklistAnswers: intent.checklist,
         r.Acknowledge: intent.acknowledge,
         r.AudioPause: intent.audio_pause,
@@ -283,6 +316,9 @@ class Engine:
                           if (crit := readiness(st, now, self.config)) and st.status is not SessionStatus.EMPTY
                           else None),
             "controlled_record": record_balance(st, self.config) if st.patient else None,
+            "interlock": {"phase": st.interlock.phase.value, "trigger": st.interlock.trigger,
+                          "attempts": st.interlock.attempts, "pump_restarted": st.interlock.pump_restarted,
+                          "since_s": None if st.interlock.since_mono is None else round(now - st.interlock.since_mono, 1)},
             "vitals": vitals,
             "baseline": {k.value: v for k, v in st.baseline.items()},
             "links": links,

@@ -25,6 +25,7 @@ class EventKind(StrEnum):
     DEVICE_ALARM = "device_alarm"  # the set of alarms a device reports changed
     REJECTED = "rejected"  # an action or input refused, with the reason
     SYSTEM = "system"  # daemon start, recovery, downtime, storage trouble
+    INTERLOCK = "interlock"  # the pump stop interlock: armed, triggered, command sent, confirmed, released...
 
 
 @dataclass(frozen=True, slots=True)

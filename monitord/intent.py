@@ -18,6 +18,7 @@ from monitord.config import CareArea
 from monitord.discharge import readiness, record_balance
 from monitord.errors import ConfirmationRequired, Refused
 from monitord.events import EventKind
+from monitord.interlock import Phase, release
 from monitord.rules.dose import rounded
 from monitord.rules.vitals import judged_value, max_age
 from monitord.schedule import next_due
@@ -31,15 +32,22 @@ if TYPE_CHECKING:
 ACTOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@/-]{0,63}$")
 PATIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 RESERVED_ACTORS = frozenset({"system", "monitord"})
+# An acknowledgement from a central station over MQTT (docs/mqtt.md): central:<station>:<user>,
+# each part a staff-id-like token, 64 characters in all (the stored actor's bound).
+CENTRAL_ACTOR_RE = re.compile(r"^central:[A-Za-z0-9][A-Za-z0-9._@/-]*:[A-Za-z0-9][A-Za-z0-9 ._@/-]*$")
+ACTOR_MAX = 64
 TEXT_MAX = 500  # free text (reasons, notes)
 LB_PER_KG = 2.20462
 BASELINE_VITALS = (r.Vital.HR, r.Vital.SBP, r.Vital.DBP, r.Vital.MAP, r.Vital.SPO2, r.Vital.RR, r.Vital.ETCO2)
 
 
-def need_actor(actor: str) -> str:
+def need_actor(actor: str, central: bool = False) -> str:
+    """A staff id; with ``central``, also a central station's ``central:<station>:<user>``."""
     actor = (actor or "").strip()
     if not actor:
         raise Refused("Enter your staff id: every action is recorded with who did it")
+    if central and len(actor) <= ACTOR_MAX and CENTRAL_ACTOR_RE.match(actor):
+        return actor
     if not ACTOR_RE.match(actor):
         raise Refused("Staff id: 1-64 letters, digits, spaces or . _ @ / - (starting with a letter or digit)")
     if actor.lower() in RESERVED_ACTORS:
@@ -490,6 +498,17 @@ def override(engine: Engine, item: r.Override, now: float) -> None:
     session_event(engine, "override", actor, rule_id=item.rule_id, reason=reason, entered_by=entered_by)
 
 
+def interlock_release(engine: Engine, item: r.InterlockRelease, now: float) -> None:
+    actor = need_actor(item.actor)
+    reason = text(item.reason, "The reason")
+    if len(reason) < 3:
+        raise Refused("Releasing the interlock needs a reason")
+    il = engine.state.interlock
+    if il.phase in (Phase.OFF, Phase.ARMED):
+        raise Refused(f"The interlock is {il.phase.value}: nothing to release")
+    engine.emit(EventKind.INTERLOCK, release(il, engine.interlock_triggers(), actor, reason, now))
+
+
 def checklist(engine: Engine, item: r.ChecklistAnswers, now: float) -> None:
     need_patient(engine.state)
     actor = need_actor(item.actor)
@@ -504,7 +523,7 @@ def checklist(engine: Engine, item: r.ChecklistAnswers, now: float) -> None:
 
 
 def acknowledge(engine: Engine, item: r.Acknowledge, now: float) -> None:
-    engine.alarms.acknowledge(item.rule_id, need_actor(item.actor), item.alarm_seq)
+    engine.alarms.acknowledge(item.rule_id, need_actor(item.actor, central=True), item.alarm_seq)
 
 
 def audio_pause(engine: Engine, item: r.AudioPause, now: float) -> None:

@@ -280,6 +280,14 @@ class CaptureBaseline:
 
 
 @dataclass(frozen=True, slots=True)
+class InterlockRelease:
+    """A nurse at the bedside releases the pump stop interlock (dashboard only, never over MQTT)."""
+
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Override:
     """A physician's recorded override of a soft limit or a checklist contraindication.
     ``actor`` is the physician who decided; ``entered_by`` the staff member who typed it."""
@@ -377,6 +385,7 @@ Command = (
     | Acknowledge
     | AudioPause
     | ResetAlarm
+    | InterlockRelease
 )
 DeviceInput = VitalsReading | PumpReading | DeviceAlarm | LinkStatus
 Input = DeviceInput | NurseEntry | Command | TreatmentCount | OutputStatus

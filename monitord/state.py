@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from monitord.dose import dose_rate_mg_kg_h
+from monitord.interlock import InterlockState
 from monitord.readings import (
     DeviceAlarmCode,
     DeviceRole,
@@ -155,6 +156,7 @@ class BedState:
     # Set when the infusion stops; the course rules evaluate the finished course.
     course_finished: bool = False
     ever_infused: bool = False
+    interlock: InterlockState = field(default_factory=InterlockState)
     # Discharge: score (scale, total, mono), escort, and the controlled-substance record.
     discharge_score: tuple[str, int, float] | None = None
     escort: str | None = None

@@ -151,6 +151,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "audio_pause": CommandSpec(r.AudioPause, _ACTOR, {}),
     "reset": CommandSpec(r.ResetAlarm, {"rule_id": _str, **_ACTOR}, {}),
     "checklist": CommandSpec(r.ChecklistAnswers, {"answers": _answers, **_ACTOR}, {}),
+    "interlock_release": CommandSpec(r.InterlockRelease, {"reason": _str, **_ACTOR}, {}),
     "override": CommandSpec(r.Override, {"rule_id": _str, "reason": _str, **_ACTOR}, {"entered_by": _str}),
 }
 

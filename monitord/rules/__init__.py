@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from monitord.config import Config
-from monitord.rules import course, dose, nursing, technical, vitals
+from monitord.rules import course, dose, interlock, nursing, technical, vitals
 from monitord.rules.base import Finding, Kind, Rule
 
 __all__ = ["Finding", "Kind", "Rule", "build_rules", "rules_markdown"]
 
 
 def build_rules(cfg: Config) -> list[Rule]:
-    out = dose.rules(cfg) + vitals.rules(cfg) + nursing.rules(cfg) + technical.rules(cfg) + course.rules(cfg)
+    out = (dose.rules(cfg) + vitals.rules(cfg) + nursing.rules(cfg) + technical.rules(cfg) + course.rules(cfg)
+           + interlock.rules(cfg))
     ids = [r.id for r in out]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
