@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitord.pk import PkConfig
 from monitord.readings import Vital
 
 DEFAULTS_PATH = Path(__file__).parent / "defaults" / "defaults.toml"
@@ -75,25 +76,21 @@ class Priority(StrEnum):
 Float = Annotated[float, StrictType()]
 Int = Annotated[int, StrictType()]
 Bool = Annotated[bool, StrictType()]
-Positive = Annotated[float, StrictType(), Field(gt=0)]
-NonNeg = Annotated[float, StrictType(), Field(ge=0)]
-Percent = Annotated[float, StrictType(), Field(ge=0, le=100)]
+Positive = Annotated[Float, Field(gt=0)]
+NonNeg = Annotated[Float, Field(ge=0)]
+Percent = Annotated[Float, Field(ge=0, le=100)]
 # A path or name handed to the operating system: never empty, never with a NUL byte.
 OsText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
-def _seconds(lo: float, hi: float, *, lo_open: bool = False) -> Any:
-    return Annotated[float, StrictType(), Field(gt=lo, le=hi) if lo_open else Field(ge=lo, le=hi)]
-
-
 # Condition delays (limits, device alarms): the longest preset in alarm-defaults.md s3 is 30 s
 # and the apnoea limit below stops at 120 s; a delay of minutes is an alarm switched off.
-ConditionDelay = _seconds(0, 120)
+ConditionDelay = Annotated[Float, Field(ge=0, le=120)]
 # Dose rates: the guideline's highest rate is 7 mg/kg/h (refractory, ICU: Table 6 line 1660);
 # a threshold far above it is a unit slip and would switch the dose alarms off.
-DoseRate = Annotated[float, StrictType(), Field(gt=0, le=20)]
+DoseRate = Annotated[Float, Field(gt=0, le=20)]
 # Bolus doses: the top of the guideline's Table 1 is 5-10 mg/kg (IM surgical anaesthesia, line 376).
-BolusDose = Annotated[float, StrictType(), Field(gt=0, le=10)]
+BolusDose = Annotated[Float, Field(gt=0, le=10)]
 
 
 class BedConfig(Strict):
@@ -115,15 +112,15 @@ class BedConfig(Strict):
 
 class PatientLimits(Strict):
     # Plausibility bounds on the plausibility bounds: the heaviest person recorded weighed 635 kg.
-    weight_kg_min: Annotated[float, StrictType(), Field(gt=0, le=1000)]
-    weight_kg_max: Annotated[float, StrictType(), Field(gt=0, le=1000)]
-    age_years_min: Annotated[int, StrictType(), Field(ge=0, le=150)]
-    age_years_max: Annotated[int, StrictType(), Field(gt=0, le=150)]
-    elderly_age_years: Annotated[int, StrictType(), Field(gt=0, le=150)]
+    weight_kg_min: Annotated[Float, Field(gt=0, le=1000)]
+    weight_kg_max: Annotated[Float, Field(gt=0, le=1000)]
+    age_years_min: Annotated[Int, Field(ge=0, le=150)]
+    age_years_max: Annotated[Int, Field(gt=0, le=150)]
+    elderly_age_years: Annotated[Int, Field(gt=0, le=150)]
     # Entry safety: a weight this far from the patient's last recorded one, or above the
     # confirmation level, or that matches the last weight in pounds, needs confirming.
-    weight_change_confirm_pct: Annotated[float, StrictType(), Field(gt=0, le=100)]
-    weight_confirm_above_kg: Annotated[float, StrictType(), Field(gt=0, le=1000)]
+    weight_change_confirm_pct: Annotated[Float, Field(gt=0, le=100)]
+    weight_confirm_above_kg: Annotated[Float, Field(gt=0, le=1000)]
 
     @model_validator(mode="after")
     def _ordered(self) -> PatientLimits:
@@ -153,30 +150,30 @@ class DrugEntry(Strict):
 
     name: str
     # Ketamine is sold at 10, 50 and 100 mg/mL: nothing stronger reaches a pump.
-    concentrations_mg_ml: list[Annotated[float, StrictType(), Field(gt=0, le=100)]] = Field(min_length=1)
+    concentrations_mg_ml: list[Annotated[Float, Field(gt=0, le=100)]] = Field(min_length=1)
     # Syringe and volumetric pumps top out near 1200-2000 mL/h; the bound only refuses absurd values.
-    rate_ml_h_max: Annotated[float, StrictType(), Field(gt=0, le=10000)]
-    syringe_sizes_ml: list[Annotated[float, StrictType(), Field(gt=0, le=1000)]] = Field(min_length=1)
+    rate_ml_h_max: Annotated[Float, Field(gt=0, le=10000)]
+    syringe_sizes_ml: list[Annotated[Float, Field(gt=0, le=1000)]] = Field(min_length=1)
     concentration_tolerance_pct: Percent
     rate_tolerance_pct: Percent
-    rate_mismatch_delay_s: _seconds(0, 600)
-    syringe_tolerance_ml: Annotated[float, StrictType(), Field(ge=0, le=10)]
+    rate_mismatch_delay_s: Annotated[Float, Field(ge=0, le=600)]
+    syringe_tolerance_ml: Annotated[Float, Field(ge=0, le=10)]
     # mg/kg/h and mg/kg are compared with the guideline's numbers after rounding to this step.
-    dose_precision: Annotated[float, StrictType(), Field(gt=0, le=0.1)]
-    bolus_window_s: _seconds(0, 86400, lo_open=True)
+    dose_precision: Annotated[Float, Field(gt=0, le=0.1)]
+    bolus_window_s: Annotated[Float, Field(gt=0, le=86400)]
     # Boluses in the window above this total alarm in a monitored unit or ICU.
     bolus_window_max_monitored_mg_kg: BolusDose
     # An order bolus above this per kg is refused as an entry error.
     bolus_order_max_mg_kg: BolusDose
     # Pump infusing against the recorded intent (after Stop, during Pause, with no order) alarms
     # after this long: time to reach the pump after recording the action.
-    intent_mismatch_delay_s: _seconds(0, 600)
+    intent_mismatch_delay_s: Annotated[Float, Field(ge=0, le=600)]
     # Pump infusing before Start was recorded.
-    running_not_started_delay_s: _seconds(0, 3600)
+    running_not_started_delay_s: Annotated[Float, Field(ge=0, le=3600)]
     # Session running but the pump has not infused for this long.
-    pump_idle_alarm_s: _seconds(0, 86400, lo_open=True)
+    pump_idle_alarm_s: Annotated[Float, Field(gt=0, le=86400)]
     # No rescue drug on the list is dosed in grams: the bound refuses a unit slip in the bound.
-    rescue_dose_mg_max: Annotated[float, StrictType(), Field(gt=0, le=10000)]
+    rescue_dose_mg_max: Annotated[Float, Field(gt=0, le=10000)]
     dose: DoseThresholds
     dose_elderly_or_comorbid: DoseThresholds
     rescue_medications: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
@@ -217,23 +214,23 @@ class PhysicalRange(Strict):
 
 class VitalsConfig(Strict):
     # A value older than this is not evaluated: beyond 5 min an old value would be judged as current.
-    stale_after_s: _seconds(0, 300, lo_open=True)
+    stale_after_s: Annotated[Float, Field(gt=0, le=300)]
     # Monitors cycle the cuff every few minutes up to an hour or two; past 4 h "overdue" means nothing.
-    nibp_cycle_s: _seconds(0, 14400, lo_open=True)
+    nibp_cycle_s: Annotated[Float, Field(gt=0, le=14400)]
     # Below 1 the NIBP would be overdue before it is due.
-    nibp_overdue_factor: Annotated[float, StrictType(), Field(ge=1, le=10)]
-    baseline_hr_rise_pct: Annotated[float, StrictType(), Field(gt=0, le=200)]
-    baseline_sbp_rise_pct: Annotated[float, StrictType(), Field(gt=0, le=200)]
-    baseline_hr_delay_s: _seconds(0, 600)
-    baseline_max_age_s: _seconds(0, 3600, lo_open=True)
-    respiratory_warnings_for_alarm: Annotated[int, StrictType(), Field(ge=2, le=10)]
+    nibp_overdue_factor: Annotated[Float, Field(ge=1, le=10)]
+    baseline_hr_rise_pct: Annotated[Float, Field(gt=0, le=200)]
+    baseline_sbp_rise_pct: Annotated[Float, Field(gt=0, le=200)]
+    baseline_hr_delay_s: Annotated[Float, Field(ge=0, le=600)]
+    baseline_max_age_s: Annotated[Float, Field(gt=0, le=3600)]
+    respiratory_warnings_for_alarm: Annotated[Int, Field(ge=2, le=10)]
     # A device silent for minutes without a technical alarm is a device nobody watches.
-    source_missing_s: dict[Vital, _seconds(0, 300, lo_open=True)]
-    apnoea_s: _seconds(0, 120, lo_open=True)
+    source_missing_s: dict[Vital, Annotated[Float, Field(gt=0, le=300)]]
+    apnoea_s: Annotated[Float, Field(gt=0, le=120)]
     # EtCO2 at or below this with no breath counted is no breath; above it but below the line
     # check level while breaths are counted, the sampling line is suspect (technical).
-    apnoea_etco2_mmhg: Annotated[float, StrictType(), Field(ge=0, le=20)]
-    etco2_line_check_mmhg: Annotated[float, StrictType(), Field(ge=0, le=30)]
+    apnoea_etco2_mmhg: Annotated[Float, Field(ge=0, le=20)]
+    etco2_line_check_mmhg: Annotated[Float, Field(ge=0, le=30)]
     physical_range: dict[Vital, PhysicalRange]
     limits: list[VitalLimit]
 
@@ -259,11 +256,11 @@ class VitalsConfig(Strict):
 
 
 class SedationConfig(Strict):
-    poss_medium: Annotated[int, StrictType(), Field(ge=1, le=4)]
-    poss_high: Annotated[int, StrictType(), Field(ge=1, le=4)]
-    rass_medium: Annotated[int, StrictType(), Field(ge=-5, le=4)]
-    rass_high: Annotated[int, StrictType(), Field(ge=-5, le=4)]
-    rass_agitation: Annotated[int, StrictType(), Field(ge=1, le=4)]
+    poss_medium: Annotated[Int, Field(ge=1, le=4)]
+    poss_high: Annotated[Int, Field(ge=1, le=4)]
+    rass_medium: Annotated[Int, Field(ge=-5, le=4)]
+    rass_high: Annotated[Int, Field(ge=-5, le=4)]
+    rass_agitation: Annotated[Int, Field(ge=1, le=4)]
 
     @model_validator(mode="after")
     def _ordered(self) -> SedationConfig:
@@ -278,21 +275,21 @@ class ObservationConfig(Strict):
     """When an observation (sedation score) is due; a reminder is shown when due and sounds
     (low priority) only once it is overdue by ``grace_s``."""
 
-    first_hour_interval_s: _seconds(0, 14400, lo_open=True)
-    interval_s: _seconds(0, 14400, lo_open=True)
-    first_phase_s: _seconds(0, 86400)
-    after_rate_change_s: _seconds(0, 14400, lo_open=True)
-    after_stop_s: _seconds(0, 14400, lo_open=True)
-    grace_s: _seconds(0, 14400)
+    first_hour_interval_s: Annotated[Float, Field(gt=0, le=14400)]
+    interval_s: Annotated[Float, Field(gt=0, le=14400)]
+    first_phase_s: Annotated[Float, Field(ge=0, le=86400)]
+    after_rate_change_s: Annotated[Float, Field(gt=0, le=14400)]
+    after_stop_s: Annotated[Float, Field(gt=0, le=14400)]
+    grace_s: Annotated[Float, Field(ge=0, le=14400)]
 
 
 class DischargeConfig(Strict):
     """Discharge criteria (monitord.discharge) and the controlled-substance record tolerance."""
 
-    min_observation_after_stop_s: _seconds(0, 86400)
-    vitals_band_pct: Annotated[float, StrictType(), Field(gt=0, le=100)]
-    min_score: Annotated[int, StrictType(), Field(ge=0, le=10)]
-    record_tolerance_mg: Annotated[float, StrictType(), Field(ge=0, le=100)]
+    min_observation_after_stop_s: Annotated[Float, Field(ge=0, le=86400)]
+    vitals_band_pct: Annotated[Float, Field(gt=0, le=100)]
+    min_score: Annotated[Int, Field(ge=0, le=10)]
+    record_tolerance_mg: Annotated[Float, Field(ge=0, le=100)]
 
 
 class ChecklistItem(Strict):
@@ -305,31 +302,31 @@ class ChecklistItem(Strict):
 
 
 class CourseConfig(Strict):
-    min_total_mg: Annotated[float, StrictType(), Field(gt=0, le=10000)]
-    min_duration_h: Annotated[float, StrictType(), Field(gt=0, le=168)]
-    treatments_per_year_review: Annotated[int, StrictType(), Field(gt=0, le=366)]
-    treatments_per_year_max: Annotated[int, StrictType(), Field(gt=0, le=366)]
+    min_total_mg: Annotated[Float, Field(gt=0, le=10000)]
+    min_duration_h: Annotated[Float, Field(gt=0, le=168)]
+    treatments_per_year_review: Annotated[Int, Field(gt=0, le=366)]
+    treatments_per_year_max: Annotated[Int, Field(gt=0, le=366)]
     # Pain reduction (last score after the stop vs last before the start) that counts as a
     # positive response; the registry reports it per treatment.
-    response_reduction_pct: Annotated[float, StrictType(), Field(gt=0, le=100)] = 30.0
+    response_reduction_pct: Annotated[Float, Field(gt=0, le=100)] = 30.0
 
 
 class AlarmConfig(Strict):
     # IEC 60601-1-8: a disclosed pause, "commonly 2 min" (alarm-defaults.md s1); a pause of more
     # than 10 min is audio off, which monitord does not offer.
-    audio_pause_s: _seconds(0, 600, lo_open=True)
-    escalate_after_s: dict[Priority, _seconds(0, 3600, lo_open=True)]
+    audio_pause_s: Annotated[Float, Field(gt=0, le=600)]
+    escalate_after_s: dict[Priority, Annotated[Float, Field(gt=0, le=3600)]]
     latching: list[Annotated[str, Field(min_length=1)]]
     device_alarm_priority: dict[str, Priority]
     device_alarm_delay_s: dict[str, ConditionDelay]
     # After a restart, restored alarms are held this long before their inputs can clear them.
-    restore_hold_s: _seconds(0, 300)
+    restore_hold_s: Annotated[Float, Field(ge=0, le=300)]
 
 
 class SerialPort(Strict):
     port: OsText
     # 50 baud is the lowest standard rate; 4 Mbaud is beyond any USB serial adapter's.
-    baudrate: Annotated[int, StrictType(), Field(ge=50, le=4_000_000)] = 19200
+    baudrate: Annotated[Int, Field(ge=50, le=4_000_000)] = 19200
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
@@ -338,10 +335,10 @@ class SerialPort(Strict):
 
 # Device polling: below 10 ms a driver would only load the bus and the CPU (monitors send at
 # most a few frames a second); above a minute vitals would be stale before they arrive.
-PollInterval = _seconds(0.01, 60)
+PollInterval = Annotated[Float, Field(ge=0.01, le=60)]
 # No valid reply for this long: the device is "lost" (technical alarm). Ten minutes of silence
 # without an alarm would be an unmonitored patient.
-DeviceTimeout = _seconds(0.1, 600)
+DeviceTimeout = Annotated[Float, Field(ge=0.1, le=600)]
 
 
 class PumpDevice(Strict):
@@ -350,9 +347,9 @@ class PumpDevice(Strict):
     serial: SerialPort
     poll_interval_s: PollInterval = 1.0
     timeout_s: DeviceTimeout = 10.0
-    modbus_unit: Annotated[int, StrictType(), Field(ge=1, le=247)] = 1
+    modbus_unit: Annotated[Int, Field(ge=1, le=247)] = 1
     register_map: OsText | None = None  # path; default map shipped in config/pump-map.toml
-    ne500_address: Annotated[int, StrictType(), Field(ge=0, le=99)] = 0
+    ne500_address: Annotated[Int, Field(ge=0, le=99)] = 0
     ne500_safe_mode: Bool = False  # the NE-500 "safe mode" framing with CRC-16
     allow_stop_commands: Bool = False
 
@@ -376,13 +373,13 @@ class StoreConfig(Strict):
     url: OsText | None = None  # None: SQLite file in state_dir
     state_dir: OsText = "/var/lib/monitord"
     # Raw readings kept at most a year: the minute trends and alarms stay for good anyway.
-    raw_retention_h: Annotated[float, StrictType(), Field(gt=0, le=8784)] = 24.0
-    trend_interval_s: _seconds(1, 3600) = 60.0
-    batch_max: Annotated[int, StrictType(), Field(ge=1, le=100_000)] = 500
+    raw_retention_h: Annotated[Float, Field(gt=0, le=8784)] = 24.0
+    trend_interval_s: Annotated[Float, Field(ge=1, le=3600)] = 60.0
+    batch_max: Annotated[Int, Field(ge=1, le=100_000)] = 500
     # How long a committed event may wait for the writer. 10 ms is below one SQLite commit on an
     # SD card (nothing gained below it); above 5 s a crash loses seconds of record and the store
     # alarm comes late. inf once stopped the writer thread: nothing stored, nothing alarmed.
-    flush_interval_s: _seconds(0.01, 5) = 0.5
+    flush_interval_s: Annotated[Float, Field(ge=0.01, le=5)] = 0.5
 
     @field_validator("url")
     @classmethod
@@ -401,7 +398,7 @@ class TLSConfig(Strict):
 class MqttConfig(Strict):
     enabled: Bool = True
     host: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
-    port: Annotated[int, StrictType(), Field(gt=0, lt=65536)] = 1883
+    port: Annotated[Int, Field(gt=0, lt=65536)] = 1883
     topic_root: Annotated[str, Field(min_length=1, pattern=r"^[^#+\x00]+$")] = "monitord/v1"
     client_id: str | None = None
     username: str | None = None
@@ -409,7 +406,7 @@ class MqttConfig(Strict):
     tls: TLSConfig | None = None
     # The broker declares the bed offline after 1.5 x keepalive: beyond 10 min a dead bed would
     # look alive to the central station for a quarter of an hour.
-    keepalive_s: Annotated[int, StrictType(), Field(ge=1, le=600)] = 10
+    keepalive_s: Annotated[Int, Field(ge=1, le=600)] = 10
     accept_ack: Bool = False
     ack_stations: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
@@ -423,7 +420,17 @@ class WatchdogConfig(Strict):
     # tick late. Below 10 ms the loop only burns CPU (an idle tick costs ~15 us, readings arrive at
     # 1 Hz); 1e-9 once held a core at 100 %. Above 2 s alarms come late, and the unit's
     # WatchdogSec=20s must span at least ten ticks (tests/deploy/test_units.py).
-    tick_s: _seconds(0.01, 2.0) = 1.0
+    tick_s: Annotated[Float, Field(ge=0.01, le=2.0)] = 1.0
+
+
+class InterlockConfig(Strict):
+    """The opt-in pump stop on respiratory depression (monitord/interlock.py, docs/interlock.md)."""
+
+    enabled: Bool = False
+    action: Literal["stop", "pause"] = "stop"
+    triggers: list[str] = Field(default_factory=list)  # rule ids; an active alarm of any of them stops the pump
+    confirm_s: Annotated[Float, Field(ge=1.0, le=60.0)] = 10.0  # the pump's own report must show it stopped within this
+    retries: Annotated[Int, Field(ge=0, le=5)] = 2  # commands resent before "did not stop" is raised
 
 
 class Config(Strict):
@@ -435,6 +442,7 @@ class Config(Strict):
     observations: ObservationConfig
     discharge: DischargeConfig
     course: CourseConfig
+    pk: PkConfig
     alarms: AlarmConfig
     checklist: list[ChecklistItem]
     devices: DevicesConfig = DevicesConfig()
@@ -442,6 +450,7 @@ class Config(Strict):
     mqtt: MqttConfig = MqttConfig()
     dashboard: DashboardConfig = DashboardConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    interlock: InterlockConfig = InterlockConfig()
 
     _notes: tuple[str, ...] = PrivateAttr(default=())
 
@@ -451,6 +460,13 @@ class Config(Strict):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate checklist ids: {sorted(dup)}")
+        return self
+
+    @model_validator(mode="after")
+    def _interlock_needs_a_pump_that_may_be_stopped(self) -> Config:
+        pump = self.devices.pump
+        if self.interlock.enabled and (pump is None or not pump.allow_stop_commands):
+            raise ValueError("interlock.enabled needs a pump with allow_stop_commands = true")
         return self
 
     @property
@@ -518,6 +534,8 @@ def _merge_keyed(base: list[Any], over: list[Any], path: tuple[str, ...], key: s
 def _changes(base: Any, new: Any, where: str) -> Iterator[str]:
     if isinstance(base, dict) and isinstance(new, dict):
         for key in new:
+            if key == "enabled" and new[key] is True and key not in base:
+                continue
             if key not in base:
                 yield f"{where}.{key} = {new[key]!r} (not in the shipped defaults)"
             else:
@@ -655,15 +673,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     defaults = read_toml(DEFAULTS_PATH)
     data = defaults
     origin = str(DEFAULTS_PATH)
+    layers = []
+    if path is not None:
+        origin = str(path)
+        layers.append(read_toml(Path(path)))
+    if overrides:
+        layers.append(overrides)
     try:
-        if path is not None:
-            origin = str(path)
-            data = merge(data, read_toml(Path(path)))
-        if overrides:
-            data = merge(data, overrides)
+        for layer in layers:
+            data = merge(data, layer)
     except ConfigError as exc:
-        if str(exc).startswith(origin):
-            raise
         raise ConfigError(f"{origin}: invalid configuration\n  {exc}") from None
     config = parse_config(data, origin)
     config._notes = tuple(describe_changes(defaults, data))
