@@ -14,7 +14,7 @@ carries the state, sends the commands through its command subscribers and record
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -42,9 +42,10 @@ class InterlockState:
     ignore: list[int] = field(default_factory=list)  # occurrences present at the last release
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["phase"] = self.phase.value
-        return d
+        # by hand: dataclasses.asdict deep-copies, and this runs with every checkpoint
+        return {"phase": self.phase.value, "trigger": self.trigger, "occurrence": self.occurrence,
+                "since_mono": self.since_mono, "command_mono": self.command_mono, "attempts": self.attempts,
+                "pump_restarted": self.pump_restarted, "ignore": list(self.ignore)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InterlockState:
