@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from monitord import readings as r
 from monitord.dose import volume_delta_ml
 from monitord.events import EventKind
-from monitord.state import Bolus, LinkInfo, PumpStatus, VitalValue
+from monitord.state import Bolus, LagWindow, LinkInfo, PumpStatus, VitalValue
 
 if TYPE_CHECKING:
     from monitord.engine import Engine
@@ -29,9 +29,28 @@ def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
+# A frame later than the device's usual transit by more than this is aged by its lateness. The
+# Datex record time has a resolution of 1 s and polls add jitter: below 2 s lateness is noise.
+LATE_TOLERANCE_S = 2.0
+
+
+def _late_s(engine: Engine, device: str, device_time: Any, now: float) -> float:
+    """How late this frame arrived (0 when on time or without a device time)."""
+    if device_time is None:
+        return 0.0
+    st = engine.state
+    observed = (engine.clock.utc_now() - device_time).total_seconds()
+    window = st.lag.get(device)
+    if window is None:
+        window = st.lag[device] = LagWindow()
+    late = window.late_s(now, observed)
+    return late if late > LATE_TOLERANCE_S else 0.0
+
+
 def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
     st, cfg = engine.state, engine.config
     _seen(engine, item.device, r.DeviceRole.MONITOR, now)
+    late = _late_s(engine, item.device, item.device_time, now)
     accepted: dict[str, float | None] = {}
     discarded: dict[str, float] = {}
     new_nibp = False
@@ -44,7 +63,7 @@ def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
         st.out_of_range.pop(vital, None)
         accepted[vital.value] = value
         measured = item.nibp_time if vital in r.NIBP_VITALS else item.device_time
-        arrived = now
+        arrived = now - late  # a late frame is as old as its measurement, not as its arrival
         if vital in r.NIBP_VITALS and value is not None:
             prev = st.vitals.get(vital)
             repeated = (prev is not None and prev.value is not None and item.nibp_time is not None
@@ -70,6 +89,7 @@ def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
             "new_nibp": new_nibp,
             "device_time": iso(item.device_time),
             "nibp_time": iso(item.nibp_time),
+            "late_s": round(late, 1),
         },
     )
 

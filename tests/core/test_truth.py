@@ -7,6 +7,7 @@ import pytest
 
 from monitord import readings as r
 from monitord.errors import ConfirmationRequired, Refused
+from monitord.events import EventKind
 
 from .conftest import Bed, make_config
 
@@ -319,3 +320,29 @@ def test_restart_keeps_every_alarm_and_its_inputs(bed: Bed) -> None:
     after = {a["rule_id"]: (a["priority"], a["state"], a["inactivation"]) for a in again.engine.snapshot()["alarms"]}
     assert after == before
     assert not [t for _, t in again.alarms() if t in ("cleared", "raised")]
+
+
+def test_a_frame_that_arrives_late_is_shown_with_its_true_age(bed: Bed) -> None:
+    """Freshness from the device's own time stamps: the monitor's clock may be off by minutes (the
+    offset is learnt), but a frame 12 s later than the usual transit is 12 s old, not fresh."""
+    from datetime import timedelta
+
+    offset = timedelta(minutes=-7, seconds=-3)  # the monitor's clock is wrong: it does not matter
+    for _ in range(30):
+        bed.clock.advance(1)
+        bed.engine.submit(r.VitalsReading("monitor", {r.Vital.HR: 72.0, r.Vital.SPO2: 98.0},
+                                          device_time=bed.clock.utc_now() + offset))
+    snap = bed.engine.snapshot()["vitals"]
+    assert snap["hr"]["age_s"] == 0.0
+    bed.clock.advance(1)
+    measured = bed.clock.utc_now() + offset - timedelta(seconds=12)  # buffered 12 s somewhere on the way
+    bed.engine.submit(r.VitalsReading("monitor", {r.Vital.HR: 140.0, r.Vital.SPO2: 97.0}, device_time=measured))
+    snap = bed.engine.snapshot()["vitals"]
+    assert snap["hr"]["value"] == 140.0 and snap["hr"]["age_s"] == pytest.approx(12.0, abs=0.01)
+    late = [e.data["late_s"] for e in bed.events if e.kind is EventKind.VITALS][-1]
+    assert late == pytest.approx(12.0, abs=0.1)
+    # jitter within the tolerance is not lateness
+    bed.clock.advance(1)
+    bed.engine.submit(r.VitalsReading("monitor", {r.Vital.HR: 72.0}, device_time=bed.clock.utc_now() + offset
+                                      - timedelta(seconds=1)))
+    assert bed.engine.snapshot()["vitals"]["hr"]["age_s"] == 0.0
