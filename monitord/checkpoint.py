@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from monitord import readings as r
+from monitord import truth
 from monitord.interlock import InterlockState
+from monitord.pk import PlasmaEstimate
 from monitord.state import Bolus, Order, Patient, PumpStatus, Sedation, SessionStatus, VitalValue
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ def take(engine: Engine) -> dict[str, Any]:
         "infusion_rate_ml_h": st.infusion_rate_ml_h,
         "pump_idle_age_s": age(st.pump_idle_since_mono),
         "ever_infused": st.ever_infused,
+        "estimate": st.estimate.to_dict(now) if st.estimate is not None else None,
+        "deliveries": [[mg, now - t0, now - t1] for mg, t0, t1 in st.deliveries],
         "interlock": st.interlock.to_dict() | {"since_mono": age(st.interlock.since_mono),
                                                "command_mono": age(st.interlock.command_mono)},
         "pump": None if p is None else {
@@ -129,6 +133,12 @@ def restore(engine: Engine, cp: dict[str, Any], downtime_s: float = 0.0) -> None
     st.infusion_rate_ml_h = cp.get("infusion_rate_ml_h")
     st.pump_idle_since_mono = mono(cp.get("pump_idle_age_s"))
     st.ever_infused = bool(cp.get("ever_infused"))
+    st.deliveries = [[float(mg), now - float(a0) - down, now - float(a1) - down] for mg, a0, a1 in cp.get("deliveries", [])]
+    if cp.get("estimate"):
+        try:
+            st.estimate = PlasmaEstimate.from_dict(cp["estimate"], now, downtime_s=down)
+        except (ValueError, KeyError, TypeError):  # a model that no longer fits: run it again from the deliveries
+            truth.rebuild_estimate(engine)
     if cp.get("interlock"):
         il = InterlockState.from_dict(cp["interlock"])
         # ages in the checkpoint, monotonic times here; a stop in progress is judged again on restart

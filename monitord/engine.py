@@ -316,6 +316,7 @@ class Engine:
                           if (crit := readiness(st, now, self.config)) and st.status is not SessionStatus.EMPTY
                           else None),
             "controlled_record": record_balance(st, self.config) if st.patient else None,
+            "estimate": st.estimate.estimate(now) if st.estimate is not None else None,
             "interlock": {"phase": st.interlock.phase.value, "trigger": st.interlock.trigger,
                           "attempts": st.interlock.attempts, "pump_restarted": st.interlock.pump_restarted,
                           "since_s": None if st.interlock.since_mono is None else round(now - st.interlock.since_mono, 1)},

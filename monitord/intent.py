@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from monitord import readings as r
+from monitord import truth
 from monitord.config import CareArea
 from monitord.discharge import readiness, record_balance
 from monitord.errors import ConfirmationRequired, Refused
@@ -160,6 +161,7 @@ def manual_bolus(engine: Engine, item: r.ManualBolus, now: float) -> None:
                       f"({engine.config.ketamine.bolus_order_max_mg_kg:g} mg/kg): check the entry")
     st.cumulative_mg += dose
     st.boluses.append(Bolus(now, dose, "hand"))
+    truth.deliver(engine, dose, now, now)
     engine.emit(EventKind.OBSERVATION, {"type": "manual_bolus", "drug": engine.config.ketamine.name, "dose_mg": dose,
                                         "dose_mg_kg": round(dose / patient.weight_kg, 4),
                                         "route": text(item.route, "The route")[:32],
@@ -229,6 +231,7 @@ def confirm_weight(engine: Engine, item: r.ConfirmWeight, now: float) -> None:
     st.patient = Patient(patient.id, weight, patient.age_years, patient.elderly, patient.comorbid)
     st.weight_check = None
     st.weight_confirmed = True
+    truth.rebuild_estimate(engine)
     session_event(engine, "weight_confirmed", actor, weight_kg=weight, previous_entry_kg=patient.weight_kg)
 
 
@@ -384,7 +387,7 @@ def discharge(engine: Engine, item: r.Discharge, now: float) -> None:
     # The devices stay: their truth belongs to the bed, not the patient.
     keep = {k: getattr(st, k) for k in ("bed_id", "vitals", "device_seen_mono", "device_roles", "nibp_mono",
                                           "pump", "links", "device_alarms", "out_of_range", "device_back_mono",
-                                          "infusion_rate_ml_h", "pump_idle_since_mono")}
+                                          "infusion_rate_ml_h", "pump_idle_since_mono", "lag")}
     engine.state = BedState(**keep, monitoring_started_mono=now)
     session_event(engine, "discharged", actor, **summary)
 

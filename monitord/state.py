@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from monitord.dose import dose_rate_mg_kg_h
 from monitord.interlock import InterlockState
+from monitord.pk import PlasmaEstimate
 from monitord.readings import (
     DeviceAlarmCode,
     DeviceRole,
@@ -180,6 +181,10 @@ class BedState:
     ever_infused: bool = False
     interlock: InterlockState = field(default_factory=InterlockState)
     lag: dict[str, LagWindow] = field(default_factory=dict)  # per device, from its frame time stamps
+    # The plasma-concentration model estimate (monitord.pk) and what it was fed: ketamine delivered,
+    # [mg, t0_mono, t1_mono] runs at a steady rate merged, to rebuild it if the weight is corrected.
+    estimate: PlasmaEstimate | None = None
+    deliveries: list[list[float]] = field(default_factory=list)
     # Discharge: score (scale, total, mono), escort, and the controlled-substance record.
     discharge_score: tuple[str, int, float] | None = None
     escort: str | None = None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from monitord import readings as r
 from monitord.dose import volume_delta_ml
 from monitord.events import EventKind
+from monitord.pk import PlasmaEstimate
 from monitord.state import Bolus, LagWindow, LinkInfo, PumpStatus, VitalValue
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
         delta_ml = 0.0
     delta_mg = delta_ml * conc if conc is not None else 0.0
     st.cumulative_mg += delta_mg
+    if prev is not None and delta_mg > 0:
+        deliver(engine, delta_mg, prev.mono, now)
     st.pump_infused_mg += delta_mg
     if prev is not None and was_infusing:
         st.infusion_time_s += max(0.0, now - prev.mono)
@@ -170,6 +173,36 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
     elif st.pump_idle_since_mono is None:
         st.pump_idle_since_mono = now
     engine.emit(EventKind.INFUSION, engine.infusion_data(now) | {"device_time": iso(item.device_time)})
+
+
+def deliver(engine: Engine, mg: float, t0: float, t1: float) -> None:
+    """Ketamine reached the patient (``t0 == t1``: given at once, by hand): feed the model estimate."""
+    st = engine.state
+    if st.patient is None or not mg > 0 or not math.isfinite(mg):
+        return
+    runs = st.deliveries
+    last = runs[-1] if runs else None
+    if (last is not None and t1 > t0 and last[2] > last[1] and abs(last[2] - t0) < 1e-6
+            and abs(mg / (t1 - t0) - last[0] / (last[2] - last[1])) <= 0.02 * last[0] / (last[2] - last[1])):
+        last[0] += mg
+        last[2] = t1
+    else:
+        runs.append([mg, t0, t1])
+    if st.estimate is None:
+        st.estimate = PlasmaEstimate.from_config(engine.config.pk, st.patient.weight_kg)
+    st.estimate.update(mg, t0, t1)
+
+
+def rebuild_estimate(engine: Engine) -> None:
+    """The weight changed: the model is weight-scaled, so run it again over what was delivered."""
+    st = engine.state
+    if st.patient is None or not st.deliveries:
+        st.estimate = None
+        return
+    est = PlasmaEstimate.from_config(engine.config.pk, st.patient.weight_kg)
+    for mg, t0, t1 in st.deliveries:
+        est.update(mg, t0, t1)
+    st.estimate = est
 
 
 def device_alarm(engine: Engine, item: r.DeviceAlarm, now: float) -> None:

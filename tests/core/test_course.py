@@ -113,3 +113,46 @@ def test_projection_at_the_planned_end(bed: Bed) -> None:
     inf = bed.engine.snapshot()["infusion"]
     assert inf["projected_total_mg"] == pytest.approx(35, abs=1.0)
     assert inf["reaches_minimum"] is False
+
+
+def test_plasma_estimate_follows_what_the_pump_delivered(bed: Bed) -> None:
+    from monitord.pk import PlasmaEstimate
+
+    bed.admit_and_start(rate=35)  # 35 mg/h for 70 kg
+    assert bed.engine.snapshot()["estimate"] is None  # nothing delivered yet
+    bed.run(3600, nibp_every=300)
+    est = bed.engine.snapshot()["estimate"]
+    assert est["kind"] == "model_estimate" and est["unit"] == "ng/mL"
+    # the same model fed the same delivery in one piece agrees with the engine's per-report feeding
+    ref = PlasmaEstimate.from_config(bed.config.pk, 70)
+    ref.update(35.0 * 3599 / 3600, 0.0, 3599.0)
+    assert est["concentration_ng_ml"] == pytest.approx(ref.concentration_at(3599.0), rel=0.01)
+    assert est["delivered_mg"] == pytest.approx(35.0, abs=0.1)
+    # a hand-given 20 mg bolus raises it at once
+    before = est["concentration_ng_ml"]
+    bed.submit(r.ManualBolus(20, "rn1"))
+    assert bed.engine.snapshot()["estimate"]["concentration_ng_ml"] > before + 50
+    # after stop it falls, and says when it will be below the level
+    bed.set_pump(r.PumpState.STOPPED, 0)
+    bed.submit(r.StopInfusion("rn1"))
+    bed.run(600)
+    after = bed.engine.snapshot()["estimate"]
+    assert after["concentration_ng_ml"] < before
+    assert after["below_level_in_s"] >= 0
+
+
+def test_plasma_estimate_survives_a_restart_and_follows_a_weight_correction(bed: Bed) -> None:
+    from monitord.engine import Engine
+
+    bed.admit_and_start(rate=35)
+    bed.run(1800)
+    est = bed.engine.snapshot()["estimate"]
+    fresh = Engine(bed.config, bed.clock)
+    fresh.restore(bed.engine.checkpoint(), downtime_s=0)
+    assert fresh.snapshot()["estimate"]["concentration_ng_ml"] == pytest.approx(est["concentration_ng_ml"], rel=1e-6)
+    # 70 kg was wrong: 90 kg. The weight-scaled model is run again over what was delivered.
+    bed.submit(r.ConfirmWeight(90, "rn1"))
+    corrected = bed.engine.snapshot()["estimate"]
+    assert corrected["weight_kg"] == 90
+    assert corrected["delivered_mg"] == pytest.approx(est["delivered_mg"], rel=1e-6)
+    assert corrected["concentration_ng_ml"] < est["concentration_ng_ml"]
