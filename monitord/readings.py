@@ -76,6 +76,9 @@ class VitalsReading:
     device_time: datetime | None = None
     # When an NIBP value was measured (device time), which can be minutes before this frame.
     nibp_time: datetime | None = None
+    # How old the frame already was when it reached the driver (late delivery, estimated by the
+    # driver from the device's time stamps; 0 when on time or unknown). NIBP: add device_time - nibp_time.
+    age_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ Times named ``*_mono`` are monotonic seconds; ``*_at`` are UTC datetimes for dis
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -67,27 +66,6 @@ class VitalValue:
     mono: float  # when the daemon received it
     quality: Quality
     measured_at: datetime | None = None  # device time of measurement (NIBP)
-
-
-class LagWindow:
-    """How late a device's frames arrive, from its own time stamps: the smallest (arrival - device
-    time) over the last ``window_s`` stands for the clock offset plus the usual transit; a frame
-    above it by more than a tolerance arrived late by that much. The device clock need not be set."""
-
-    __slots__ = ("window_s", "_q")
-
-    def __init__(self, window_s: float = 300.0) -> None:
-        self.window_s = window_s
-        self._q: deque[tuple[float, float]] = deque()  # (mono, observed), observed increasing
-
-    def late_s(self, mono: float, observed: float) -> float:
-        q = self._q
-        while q and q[-1][1] >= observed:
-            q.pop()
-        q.append((mono, observed))
-        while q[0][0] < mono - self.window_s:
-            q.popleft()
-        return max(0.0, observed - q[0][1])
 
 
 @dataclass(slots=True)
@@ -180,7 +158,6 @@ class BedState:
     course_finished: bool = False
     ever_infused: bool = False
     interlock: InterlockState = field(default_factory=InterlockState)
-    lag: dict[str, LagWindow] = field(default_factory=dict)  # per device, from its frame time stamps
     # The plasma-concentration model estimate (monitord.pk) and what it was fed: ketamine delivered,
     # [mg, t0_mono, t1_mono] runs at a steady rate merged, to rebuild it if the weight is corrected.
     estimate: PlasmaEstimate | None = None

@@ -16,10 +16,14 @@ from monitord import readings as r
 from monitord.dose import volume_delta_ml
 from monitord.events import EventKind
 from monitord.pk import PlasmaEstimate
-from monitord.state import Bolus, LagWindow, LinkInfo, PumpStatus, VitalValue
+from monitord.state import Bolus, LinkInfo, PumpStatus, VitalValue
 
 if TYPE_CHECKING:
     from monitord.engine import Engine
+
+
+# A frame reported later than this is taken as a driver's error, not as lateness: it is shown as it arrives.
+MAX_LATE_S = 3600.0
 
 
 def iso(t: Any) -> str | None:
@@ -30,28 +34,11 @@ def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
-# A frame later than the device's usual transit by more than this is aged by its lateness. The
-# Datex record time has a resolution of 1 s and polls add jitter: below 2 s lateness is noise.
-LATE_TOLERANCE_S = 2.0
-
-
-def _late_s(engine: Engine, device: str, device_time: Any, now: float) -> float:
-    """How late this frame arrived (0 when on time or without a device time)."""
-    if device_time is None:
-        return 0.0
-    st = engine.state
-    observed = (engine.clock.utc_now() - device_time).total_seconds()
-    window = st.lag.get(device)
-    if window is None:
-        window = st.lag[device] = LagWindow()
-    late = window.late_s(now, observed)
-    return late if late > LATE_TOLERANCE_S else 0.0
-
-
 def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
     st, cfg = engine.state, engine.config
     _seen(engine, item.device, r.DeviceRole.MONITOR, now)
-    late = _late_s(engine, item.device, item.device_time, now)
+    # How late the frame reached the driver (the driver reads it from the device's time stamps).
+    late = item.age_s if math.isfinite(item.age_s) and 0 < item.age_s < MAX_LATE_S else 0.0
     accepted: dict[str, float | None] = {}
     discarded: dict[str, float] = {}
     new_nibp = False
