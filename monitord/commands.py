@@ -33,8 +33,10 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> int:
     config = load_or_report(Path(args.file))
     if config is None:
-        return 1
+        return 2
     print(f"{args.file}: OK (bed {config.bed.id}, care area {config.bed.care_area.value})")
+    for note in config.notes:  # what differs from the shipped defaults; DISABLED entries first
+        print(f"  {note}")
     return 0
 
 

@@ -79,7 +79,11 @@ def check_config(path: str | Path) -> tuple[Result, Config | None]:
         return _fail("config", str(exc),
                      f"edit {path} (start from config/monitord.example.toml), then run "
                      f"`monitord check-config {path}` until it says OK"), None
-    return _ok("config", f"{path}: bed {config.bed.id}, care area {config.bed.care_area.value}"), config
+    detail = f"{path}: bed {config.bed.id}, care area {config.bed.care_area.value}"
+    disabled = [n for n in config.notes if n.startswith("DISABLED")]
+    if disabled:  # allowed, but never silent
+        detail += "; " + "; ".join(disabled)
+    return _ok("config", detail), config
 
 
 # -- serial ports ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from monitord.engine import Engine
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 class RuleLoop:
     def __init__(self, engine: Engine, tick_s: float) -> None:
+        if not (math.isfinite(tick_s) and tick_s > 0):  # the config refuses these; so does the loop
+            raise ValueError(f"tick_s must be a positive finite number of seconds, not {tick_s!r}")
         self.engine = engine
         self.tick_s = tick_s
         self._queue: asyncio.Queue[tuple[Input, asyncio.Future[None] | None]] = asyncio.Queue()

@@ -26,7 +26,7 @@ from monitord import __version__
 from monitord import readings as r
 from monitord.config import Config
 from monitord.engine import Engine
-from monitord.errors import Refused
+from monitord.errors import ConfirmationRequired, Refused
 from monitord.events import Event, EventKind
 from monitord.link import protocol as p
 from monitord.loop import RuleLoop
@@ -88,6 +88,11 @@ class DashboardServer:
         engine.subscribe(self._on_event)  # from now on, so trends and the log start filling at once
 
     # -- life cycle ---------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        """False until ``start`` has opened the socket (the daemon retries ``start`` until then)."""
+        return self._server is not None
 
     async def start(self) -> None:
         try:
@@ -273,6 +278,9 @@ class DashboardServer:
             return {"type": "reply", "id": msg_id, "ok": False, "error": f"Bad message: {exc}"}
         try:
             await asyncio.wait_for(self.loop.command(item), COMMAND_TIMEOUT_S)
+        except ConfirmationRequired as exc:
+            return {"type": "reply", "id": msg_id, "ok": False, "error": str(exc), "needs_confirmation": True,
+                    "preview": exc.preview}
         except Refused as exc:
             return {"type": "reply", "id": msg_id, "ok": False, "error": str(exc)}
         except TimeoutError:
