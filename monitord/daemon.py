@@ -25,7 +25,7 @@ from monitord.errors import StartupError
 from monitord.events import Event, EventKind
 from monitord.logs import REPEAT_WINDOW_S, alarm_level, flush_repeats
 from monitord.loop import RuleLoop
-from monitord.readings import OutputStatus, TreatmentCount
+from monitord.readings import DeviceRole, OutputStatus, TreatmentCount
 from monitord.statelock import StateDirLock
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,19 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
 
     engine.subscribe(on_event)
 
+    # The interlock's stop: the engine asks, the pump driver sends it off the rule loop, and the
+    # engine believes only the pump's next reports (a failed send shows as "not confirmed").
+    stoppable = [d for d in drivers if d.role is DeviceRole.PUMP and hasattr(d, "send_command")]
+
+    def on_command(command: str) -> None:
+        if not stoppable:
+            log.error("interlock asked to %s the pump, but no pump driver can send commands", command)
+            return
+        for d in stoppable:
+            spawn(send_pump_command(d, command), f"pump-{command}")
+
+    engine.subscribe_commands(on_command)
+
     watchdog = Watchdog(engine, clock, config)
     loop.on_evaluated.append(watchdog.evaluated)
     rule_loop = asyncio.create_task(loop.run(), name="rule-loop")
@@ -167,6 +180,18 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 aloop.remove_signal_handler(sig)
         flush_repeats(everything=True)
+
+
+async def send_pump_command(driver: Any, command: str) -> None:
+    """Send the interlock's command to a pump driver; a failure is logged (the engine sees it as
+    an unconfirmed stop, from the pump's own reports)."""
+    from drivers.pump_map import PumpCommand
+
+    try:
+        await driver.send_command(PumpCommand(command))
+        log.warning("interlock: %s sent to pump %s", command, driver.name)
+    except Exception as exc:
+        log.error("interlock: %s to pump %s failed: %s", command, driver.name, exc)
 
 
 async def _retry_dashboard(server: Any) -> None:

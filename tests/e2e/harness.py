@@ -17,9 +17,11 @@ from drivers import build_drivers
 from drivers.base import Driver
 from monitord.clock import SystemClock
 from monitord.config import Config, load_config, merge
+from monitord.daemon import send_pump_command
 from monitord.engine import Engine
 from monitord.events import Event, EventKind
 from monitord.loop import RuleLoop
+from monitord.readings import DeviceRole
 from monitord.scenario import Scenario, load_scenario, step_input
 from monitord.scenario import Step as ScenarioStep
 from simulators.scenario_runner import ScenarioRunner
@@ -94,6 +96,8 @@ def bed_config(scenario: Scenario, ports: Any, pump: str | None, safe: bool = Fa
                            "timeout_s": PUMP_TIMEOUT_S}
         if safe:
             devices["pump"]["ne500_safe_mode"] = True
+        if scenario.config_overrides.get("interlock", {}).get("enabled"):
+            devices["pump"]["allow_stop_commands"] = True
     # the scenario may tune clinical settings; the devices are this rig's
     over = merge(scenario.config_overrides, {"devices": devices, "mqtt": {"enabled": False}})
     return load_config(None, overrides=over)
@@ -125,6 +129,9 @@ async def running_bed(name: str, pump: str | None = "modbus", *, start: bool = T
         loop = RuleLoop(engine, config.watchdog.tick_s)
         engine_box.append(loop)
         drivers = build_drivers(config.devices, loop.put)
+        # the interlock's stop reaches the pump driver as in the daemon
+        engine.subscribe_commands(lambda command: tasks.append(asyncio.create_task(
+            send_pump_command(next(d for d in drivers if d.role is DeviceRole.PUMP), command))))
         tasks.append(asyncio.create_task(loop.run()))
         tasks += [asyncio.create_task(d.run()) for d in drivers]
         bed = Bed(scenario, config, engine, loop, drivers, runner, events)
