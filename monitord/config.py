@@ -401,6 +401,12 @@ class MqttConfig(Strict):
     keepalive_s: Annotated[Int, Field(ge=1, le=600)] = 10
     accept_ack: Bool = False
     ack_stations: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    # Delivery receipts (docs/mqtt.md): with expect_receipts on, a HIGH alarm that no central
+    # station has confirmed within receipt_timeout_s raises tech.central_unconfirmed at the bedside,
+    # so a silent central is never assumed to be watching. 30 s: a site default (two broker
+    # keepalives and a station's refresh); off where no central station watches the bed.
+    expect_receipts: Bool = False
+    receipt_timeout_s: Annotated[Float, Field(ge=5.0, le=600.0)] = 30.0
 
 
 class DashboardConfig(Strict):

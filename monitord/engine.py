@@ -22,7 +22,7 @@ from monitord import interlock as interlocks
 from monitord import readings as r
 from monitord.alarms import AlarmManager
 from monitord.clock import Clock
-from monitord.config import Config, ConfigError
+from monitord.config import Config, ConfigError, Priority
 from monitord.discharge import readiness, record_balance
 from monitord.dose import bolus_mg_kg
 from monitord.errors import ConfirmationRequired, Refused
@@ -164,9 +164,21 @@ class Engine:
             if found is not None:
                 findings[rule.id] = found
         self.alarms.update(findings, now, self.clock.utc_now())
+        self._note_alarms()
         self._interlock(now)
         self.last_evaluation_mono = now
         return findings
+
+    def _note_alarms(self) -> None:
+        """What rules about the alarms themselves read (receipts): the active HIGH alarms; receipts
+        of occurrences that ended are dropped."""
+        st, alarms = self.state, self.alarms.alarms
+        st.high_alarms = {rid: (a.occurrence_seq, a.since_mono) for rid, a in alarms.items()
+                          if a.priority is Priority.HIGH}
+        if st.receipts:
+            live = {a.occurrence_seq for a in alarms.values()}
+            for occurrence in [o for o in st.receipts if o not in live]:
+                del st.receipts[occurrence]
 
     def interlock_triggers(self) -> dict[str, int]:
         """Active alarms of the interlock's trigger rules: rule id -> occurrence (alarm_seq)."""
@@ -226,6 +238,7 @@ class Engine:
         r.ResetAlarm: intent.reset,
         r.TreatmentCount: intent.treatments,
         r.OutputStatus: intent.output_status,
+        r.CentralReceipt: intent.central_receipt,
     }
 
     def preview_order(self, concentration_mg_ml: float, rate_ml_h: float, bolus_mg: float = 0.0) -> dict[str, Any]:

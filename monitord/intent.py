@@ -548,6 +548,26 @@ def treatments(engine: Engine, item: r.TreatmentCount, now: float) -> None:
     session_event(engine, "treatment_count", "system", count=item.count, last_weight_kg=last)
 
 
+STATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def central_receipt(engine: Engine, item: r.CentralReceipt, now: float) -> None:
+    """A station saw an alarm transition: note it against that alarm's occurrence, silently (a
+    receipt is not an entry). Receipts for alarms no longer active are dropped."""
+    if not isinstance(item.station, str) or not STATION_RE.match(item.station):
+        raise Refused("Receipt: station id must be 1-64 letters, digits or . _ -")
+    if isinstance(item.alarm_seq, bool) or not isinstance(item.alarm_seq, int) or item.alarm_seq < 0:
+        raise Refused("Receipt: alarm_seq must be a whole number")
+    alarm = engine.alarms.alarms.get(item.rule_id) if isinstance(item.rule_id, str) else None
+    if alarm is None or item.alarm_seq < alarm.occurrence_seq:
+        return  # an old occurrence, or an alarm that has ended: nothing to confirm
+    if item.alarm_seq > engine.alarms.alarm_seq:
+        raise Refused("Receipt: alarm_seq from the future")
+    stations = engine.state.receipts.setdefault(alarm.occurrence_seq, set())
+    if len(stations) < 32:  # bounded: a flood of station ids cannot grow it
+        stations.add(item.station)
+
+
 def output_status(engine: Engine, item: r.OutputStatus, now: float) -> None:
     faults = engine.state.output_faults
     before = faults.get(item.component)

@@ -361,6 +361,15 @@ class ManualBolus:
 
 
 @dataclass(frozen=True, slots=True)
+class CentralReceipt:
+    """A central station confirms it has shown the alarm transition ``alarm_seq`` of ``rule_id``."""
+
+    station: str
+    rule_id: str
+    alarm_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutputStatus:
     """Health of one of the daemon's own outputs: ``store``, ``mqtt`` or ``dashboard``."""
 
@@ -391,4 +400,4 @@ Command = (
     | InterlockRelease
 )
 DeviceInput = VitalsReading | PumpReading | DeviceAlarm | LinkStatus
-Input = DeviceInput | NurseEntry | Command | TreatmentCount | OutputStatus
+Input = DeviceInput | NurseEntry | Command | TreatmentCount | OutputStatus | CentralReceipt

@@ -158,6 +158,10 @@ class BedState:
     course_finished: bool = False
     ever_infused: bool = False
     interlock: InterlockState = field(default_factory=InterlockState)
+    # Central stations that confirmed each alarm occurrence (its first alarm_seq) -> station ids
+    receipts: dict[int, set[str]] = field(default_factory=dict)
+    # Active HIGH alarms as of the last evaluation: rule id -> (occurrence alarm_seq, since mono)
+    high_alarms: dict[str, tuple[int, float]] = field(default_factory=dict)
     # The plasma-concentration model estimate (monitord.pk) and what it was fed: ketamine delivered,
     # [mg, t0_mono, t1_mono] runs at a steady rate merged, to rebuild it if the weight is corrected.
     estimate: PlasmaEstimate | None = None

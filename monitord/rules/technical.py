@@ -97,6 +97,19 @@ def _output_check(component: str) -> Check:
     return check
 
 
+def central_unconfirmed(state: BedState, now: float, cfg: Config) -> Finding | None:
+    """A HIGH alarm that no central station has confirmed within the receipt timeout."""
+    if not (cfg.mqtt.enabled and cfg.mqtt.expect_receipts):
+        return None
+    timeout = cfg.mqtt.receipt_timeout_s
+    waiting = sorted(rid for rid, (occurrence, since) in state.high_alarms.items()
+                     if now - since >= timeout and not state.receipts.get(occurrence))
+    if not waiting:
+        return None
+    return Finding(f"No central station has confirmed {', '.join(waiting)} within {fmt(timeout)} s: "
+                   "the central station may not be watching this bed", float(len(waiting)))
+
+
 def rules(cfg: Config) -> list[Rule]:
     out = []
     for role in DeviceRole:
@@ -135,6 +148,11 @@ def rules(cfg: Config) -> list[Rule]:
              "ASA moderate sedation: BP every 5 min (guideline lines 990-995); alarm-defaults.md s3",
              nibp_overdue, why_priority="a missed measurement, not a patient state"),
     ]
+    out.append(Rule("tech.central_unconfirmed", Priority.MEDIUM, Kind.TECHNICAL,
+                    f"with [mqtt] expect_receipts: a HIGH alarm no central station confirmed within "
+                    f"{fmt(cfg.mqtt.receipt_timeout_s)} s (delivery receipts, docs/mqtt.md)",
+                    f"{IEC_TECH}; alarm-defaults.md s6 (QoS 1 proves delivery to the broker, not to a person)",
+                    central_unconfirmed, why_priority="the bedside cannot count on the central station"))
     for component, (prio, why) in OUTPUTS.items():
         out.append(Rule(f"tech.{component}_failed", prio, Kind.TECHNICAL, f"the {component} output reports a failure",
                         f"{IEC_TECH}; alarm-defaults.md s2 (log), s6 (link loss)", _output_check(component),
