@@ -6,12 +6,17 @@ arrive (``loop.add_reader`` on the port's file descriptor), so readings are not 
 poll cycle; ``poll`` only re-sends the request when nothing valid came for a while and notices
 a lost port. The wire format lives in ``drivers.datex_s5``.
 
-What the driver reports (see docs/devices-datex.md for the reasoning):
+What the driver reports (see docs/devices.md for the reasoning):
 - ``VitalsReading`` per record; values of a group the monitor flags (ECG noise/artefact/learning,
   CO2 calibrating/zeroing, NIBP calibrating) go in a second reading marked QUESTIONABLE.
-- NIBP with ``nibp_time``: the record carries no measurement time, so ``NibpClock`` derives it.
-- ``DeviceAlarm`` with SENSOR_OFF for ECG lead-off and CO2 sampling-line faults, emitted on the
-  first record after each connect and whenever the set changes.
+- EtCO2 in mmHg is derived from the record's % and its ambient pressure; an ambient pressure
+  outside ``AMBIENT_MMHG_MIN``-``AMBIENT_MMHG_MAX`` (another unit, a corrupt value) withholds
+  the EtCO2 (None, INVALID) and raises IMPLAUSIBLE, so a wrong EtCO2 never reaches a rule.
+- ``device_time`` = the values' time stamp (monitor clock); ``age_s`` = how late the record
+  arrived, from those time stamps (``FrameDelay``); NIBP with ``nibp_time`` (``NibpClock``).
+- ``DeviceAlarm``: LEADS_OFF (ECG channel off), SENSOR_OFF (CO2 sampling line occluded or
+  leaking), APNOEA (the CO2 module's apnoea flag), IMPLAUSIBLE (ambient pressure); emitted on
+  the first record after each connect and whenever the set changes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import serial
 
 from drivers import datex_s5 as dx
-from drivers.base import Driver, Emit, LinkLost
+from drivers.base import Driver, Emit, FrameDelay, LinkLost, open_serial
 from monitord.config import MonitorDevice
 from monitord.readings import (
     DeviceAlarm,
@@ -44,6 +49,15 @@ log = logging.getLogger(__name__)
 NIBP_OLD_FLAG_S = 60.0
 # A request is 147 bytes (77 ms at 19200 baud); never block the event loop much longer.
 WRITE_TIMEOUT_S = 0.3
+# Plausible ambient (barometric) pressure for the EtCO2 conversion, mmHg. ICAO Standard
+# Atmosphere (ISO 2533:1975): 760 mmHg at sea level, 405 at 5,000 m, 354 at 6,000 m (above the
+# highest settlements, about 5,100 m); the highest sea-level pressure on record is 1083.8 hPa
+# (813 mmHg, WMO) and the lowest shore on land (Dead Sea, -430 m) has about 800 mmHg. A value
+# outside 350-850 mmHg is another unit or a corrupt field (1013 hPa read as 101.3 mmHg, 29.92
+# inHg as 29.9 mmHg, tenths of hPa as 1013.0 mmHg), never an atmosphere a patient breathes
+# (hyperbaric chambers excepted, where monitord is not used).
+AMBIENT_MMHG_MIN = 350.0
+AMBIENT_MMHG_MAX = 850.0
 
 
 def device_time(unix_s: int) -> datetime | None:
@@ -51,6 +65,16 @@ def device_time(unix_s: int) -> datetime | None:
     if unix_s <= 0:
         return None
     return datetime.fromtimestamp(unix_s, UTC)
+
+
+def measured_at(dv: dx.DisplayedValues) -> int:
+    """When the values were measured, monitor clock: the subrecord's time, else the record's."""
+    return dv.time if dv.time > 0 else dv.record_time
+
+
+def ambient_plausible(dv: dx.DisplayedValues) -> bool:
+    """Whether the record's ambient pressure can be used (a missing one is not implausible)."""
+    return dv.amb_press is None or AMBIENT_MMHG_MIN <= dv.amb_press <= AMBIENT_MMHG_MAX
 
 
 class NibpClock:
@@ -104,6 +128,7 @@ _CO2_DOUBTFUL = dx.CO2_CALIBRATING | dx.CO2_ZEROING
 
 def alarms_of(dv: dx.DisplayedValues) -> tuple[frozenset[DeviceAlarmCode], str]:
     """Device alarms the status bits of a displayed-values record show, with a readable detail."""
+    codes: set[DeviceAlarmCode] = set()
     details: list[str] = []
     off = [
         str(n)
@@ -111,24 +136,39 @@ def alarms_of(dv: dx.DisplayedValues) -> tuple[frozenset[DeviceAlarmCode], str]:
         if dv.ecg.status & bit
     ]
     if off:
+        codes.add(DeviceAlarmCode.LEADS_OFF)
         details.append(f"ECG lead off (channel {', '.join(off)})")
     if dv.co2.status & dx.CO2_OCCLUSION:
+        codes.add(DeviceAlarmCode.SENSOR_OFF)
         details.append("CO2 sampling line occluded")
     if dv.co2.status & dx.CO2_AIR_LEAK:
+        codes.add(DeviceAlarmCode.SENSOR_OFF)
         details.append("CO2 sampling air leak")
-    codes = frozenset({DeviceAlarmCode.SENSOR_OFF}) if details else frozenset()
-    return codes, "; ".join(details)
+    if dv.co2.status & dx.CO2_APNEA:
+        codes.add(DeviceAlarmCode.APNOEA)
+        details.append("monitor reports apnoea (CO2)")
+    if not ambient_plausible(dv):
+        codes.add(DeviceAlarmCode.IMPLAUSIBLE)
+        details.append(
+            f"ambient pressure {dv.amb_press:g} mmHg outside {AMBIENT_MMHG_MIN:g}-{AMBIENT_MMHG_MAX:g} mmHg "
+            "(another unit?): EtCO2 withheld"
+        )
+    return frozenset(codes), "; ".join(details)
 
 
 def readings_of(
-    name: str, dv: dx.DisplayedValues, *, report_nibp: bool, nibp_time: datetime | None
+    name: str,
+    dv: dx.DisplayedValues,
+    *,
+    report_nibp: bool,
+    nibp_time: datetime | None,
+    age_s: float = 0.0,
 ) -> list[VitalsReading]:
-    """One record -> one reading per quality (VALID first, then QUESTIONABLE if any)."""
+    """One record -> one reading per quality (VALID first, then QUESTIONABLE, then INVALID)."""
     ecg_q = Quality.QUESTIONABLE if dv.ecg.status & _ECG_DOUBTFUL else Quality.VALID
     co2_q = Quality.QUESTIONABLE if dv.co2.status & _CO2_DOUBTFUL else Quality.VALID
     nibp_q = Quality.QUESTIONABLE if dv.nibp.label & dx.NIBP_CALIBRATING else Quality.VALID
-    etco2 = dv.etco2_mmhg
-    by_quality: dict[Quality, dict[Vital, float | None]] = {Quality.VALID: {}, Quality.QUESTIONABLE: {}}
+    by_quality: dict[Quality, dict[Vital, float | None]] = {q: {} for q in Quality}
 
     def put(vital: Vital, value: float | None, quality: Quality = Quality.VALID) -> None:
         by_quality[quality][vital] = value
@@ -136,7 +176,11 @@ def readings_of(
     put(Vital.HR, dv.hr, ecg_q)
     put(Vital.SPO2, dv.spo2)
     put(Vital.PULSE, dv.spo2_pr)
-    put(Vital.ETCO2, None if etco2 is None else round(etco2, 1), co2_q)
+    if ambient_plausible(dv):
+        etco2 = dv.etco2_mmhg
+        put(Vital.ETCO2, None if etco2 is None else round(etco2, 1), co2_q)
+    else:  # derived from a pressure that cannot be right: withheld, never a wrong number
+        put(Vital.ETCO2, None, Quality.INVALID)
     if dv.co2_rr is not None:
         put(Vital.RR, dv.co2_rr, co2_q)
     else:
@@ -146,12 +190,12 @@ def readings_of(
         put(Vital.SBP, dv.nibp_sys, nibp_q)
         put(Vital.DBP, dv.nibp_dia, nibp_q)
         put(Vital.MAP, dv.nibp_mean, nibp_q)
-    when = device_time(dv.time)
+    when = device_time(measured_at(dv))
     out = []
     for quality, values in by_quality.items():
         if values:
             has_nibp = Vital.SBP in values
-            out.append(VitalsReading(name, values, quality, when, nibp_time if has_nibp else None))
+            out.append(VitalsReading(name, values, quality, when, nibp_time if has_nibp else None, age_s))
     return out
 
 
@@ -207,16 +251,13 @@ class DatexMonitorDriver(Driver):
         self._wake = asyncio.Event()
         self._last_request = 0.0
         self._alarms: frozenset[DeviceAlarmCode] | None = None
+        self.delay = FrameDelay()
+        self.age_s = 0.0  # how late the last record arrived
 
     # -- Driver -----------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        try:
-            ser = serial.serial_for_url(
-                self.port, timeout=0, write_timeout=WRITE_TIMEOUT_S, **self._serial_kw
-            )
-        except (serial.SerialException, ValueError) as exc:
-            raise LinkLost(f"cannot open {self.port}: {exc}") from exc
+        ser = open_serial(self.port, timeout=0, write_timeout=WRITE_TIMEOUT_S, **self._serial_kw)
         self._ser = ser
         self._lost = None
         self._wake = asyncio.Event()
@@ -235,7 +276,8 @@ class DatexMonitorDriver(Driver):
         self._raise_if_lost()
         now = self._monotonic()
         if now - max(self._last_good, self._last_request) > self.rerequest_after_s:
-            log.info("%s: nothing valid for %.0f s, asking again", self.name, now - self._last_good)
+            self.logs.log(logging.INFO, "asking again", "%s: nothing valid for %.0f s, asking again",
+                          self.name, now - self._last_good)
             self._send_request()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
@@ -258,8 +300,12 @@ class DatexMonitorDriver(Driver):
     # -- internals --------------------------------------------------------------------------
 
     def _raise_if_lost(self) -> None:
-        if self._lost is not None:
-            raise LinkLost(f"{self.port}: {self._lost}")
+        lost = self._lost
+        if lost is None:
+            return
+        if isinstance(lost, (OSError, LinkLost)):
+            raise LinkLost(f"{self.port}: {lost}")
+        raise lost  # a driver bug found while reading: run() logs it and reconnects
 
     def _lose(self, exc: BaseException) -> None:
         self._lost = exc
@@ -276,7 +322,8 @@ class DatexMonitorDriver(Driver):
         except serial.SerialTimeoutException:
             # The port is there but takes no data (CTS low, or nobody reading a pty): the link
             # shows as silent; the request is tried again later.
-            log.warning("%s: request not sent, %s does not accept data", self.name, self.port)
+            self.logs.log(logging.WARNING, "request not sent", "%s: request not sent, %s does not accept data",
+                          self.name, self.port)
         except (OSError, serial.SerialException) as exc:
             self._lose(exc)
             self._raise_if_lost()
@@ -290,20 +337,28 @@ class DatexMonitorDriver(Driver):
         except (OSError, serial.SerialException) as exc:
             self._lose(exc)
             return
-        for item in self.decoder.feed(data):
-            if isinstance(item, dx.FrameError):
-                self.protocol_error(f"{item.kind}: {item.detail}")
-            elif isinstance(item, dx.DisplayedValues):
-                self._on_displayed(item)
-            else:
-                self.frame_ok()  # a valid record of another kind: the link works
-                log.debug("%s: ignoring %s", self.name, type(item).__name__)
+        try:
+            for item in self.decoder.feed(data):
+                if isinstance(item, dx.FrameError):
+                    self.protocol_error(f"{item.kind}: {item.detail}", cause=item.kind)
+                elif isinstance(item, dx.DisplayedValues):
+                    self._on_displayed(item)
+                else:
+                    self.frame_ok()  # a valid record of another kind: the link works
+                    log.debug("%s: ignoring %s", self.name, type(item).__name__)
+        except Exception as exc:  # a bug here would otherwise be logged by asyncio on every byte
+            self._lose(exc)  # poll raises it: logged once per cause, shown as the link state
 
     def _on_displayed(self, dv: dx.DisplayedValues) -> None:
         self.frame_ok()
-        when = device_time(dv.time)
+        stamp = measured_at(dv)
+        self.age_s = round(self.delay.update(stamp, self._monotonic()), 1) if stamp > 0 else 0.0
+        if self.age_s:
+            self.logs.log(logging.WARNING, "late records", "%s: records arrive %.1f s after their time stamp",
+                          self.name, self.age_s)
+        when = device_time(stamp)
         report_nibp, nibp_time = self.nibp_clock.update(dv, when)
-        for reading in readings_of(self.name, dv, report_nibp=report_nibp, nibp_time=nibp_time):
+        for reading in readings_of(self.name, dv, report_nibp=report_nibp, nibp_time=nibp_time, age_s=self.age_s):
             self.emit(reading)
         codes, detail = alarms_of(dv)
         if codes != self._alarms:

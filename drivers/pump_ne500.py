@@ -10,14 +10,19 @@ What this pump cannot say, and what the reading therefore leaves ``None``:
   shipped, so ``syringe_ml`` stays ``None``.
 - bolus volume, device time, near-empty, battery and door alarms: not in the protocol.
 
-Alarms. The pump reports an alarm once, in place of a reply, and reporting acknowledges it. The
-driver therefore holds what it saw until the pump runs again:
+Alarms. The pump reports an alarm once, in place of the reply to whatever command comes next,
+and reporting acknowledges it. The driver recognises an alarm in the reply to any command (the
+poll's ``DIS``, ``RAT``, ``VOL``, ``DIA`` and ``STP`` alike), publishes it at once, asks the query
+again, and holds it until a whole poll with no alarm shows the pump running again (a running
+prompt from earlier in the same poll never clears it):
 - ``A?S`` motor stalled -> OCCLUSION (the pump cannot tell an occluded line from a plunger
   driven against the end of an emptied syringe);
 - ``A?R`` reset (power interrupted) while the pump was infusing, ``A?T``, ``A?E``, ``A?O``
   -> DEVICE_FAULT;
 - EMPTY: the pump stopped with the dispensed volume at the programmed ``VOL`` (program ``VOL``
   as the syringe's contents so that this means the syringe is empty).
+An error after the prompt (``?``, ``?NA``, ``?OOR``, ``?COM``, ``?IGN``) is counted as a protocol
+error and that value is left out; the prompt still gives the state.
 
 Only queries and ``STP`` can be encoded (``drivers.ne500``): this driver cannot set a rate.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from drivers import ne500
 from drivers.base import Driver, Emit, LinkLost, ProtocolError
@@ -47,9 +53,18 @@ STATE = {
     Prompt.WITHDRAWING: PumpState.UNKNOWN,  # not delivering to the patient: flagged questionable
 }
 RUNNING = {Prompt.INFUSING, Prompt.PURGING, Prompt.WITHDRAWING}
-FAULTS = {Alarm.COMMS_TIMEOUT, Alarm.PROGRAM_ERROR, Alarm.OUT_OF_RANGE}
 # Dispensed volume counts as "reached VOL" within this fraction: both are printed to 4 digits.
 VOLUME_MATCH = 0.001
+
+
+POLL = (Query.DISPENSED, Query.RATE, Query.VOLUME, Query.DIAMETER)
+ALARM_TEXT = {
+    Alarm.STALLED: "motor stalled (occluded line, or plunger at the end of the syringe)",
+    Alarm.COMMS_TIMEOUT: "pump alarm: safe-mode communications time-out",
+    Alarm.PROGRAM_ERROR: "pump alarm: pumping program error",
+    Alarm.OUT_OF_RANGE: "pump alarm: program phase out of range",
+    Alarm.RESET: "pump reset (power interrupted) while running",
+}
 
 
 class Ne500PumpDriver(Driver):
@@ -62,14 +77,20 @@ class Ne500PumpDriver(Driver):
         self.line = SerialLine(cfg.serial)
         self.reply_timeout_s = min(1.0, cfg.timeout_s / 2)
         self._io = asyncio.Lock()
-        self._held: set[DeviceAlarmCode] = set()
-        self._alarms: frozenset[DeviceAlarmCode] | None = None
-        self._last_prompt: Prompt | None = None
-        self.detail = ""
+        self._held: dict[DeviceAlarmCode, str] = {}  # alarms the pump reported, until it runs again
+        self._derived: dict[DeviceAlarmCode, str] = {}  # alarms read from the values (EMPTY)
+        self._published: frozenset[DeviceAlarmCode] | None = None
+        self._last_prompt: Prompt | None = None  # the latest prompt the pump sent, in any reply
+        self._poll_prompt: Prompt | None = None  # the latest prompt of the current poll
+        self._alarm_in_poll = False
+
+    @property
+    def detail(self) -> str:
+        return "; ".join([*self._held.values(), *self._derived.values()])
 
     async def connect(self) -> None:
         self.line.open()
-        self._alarms = None
+        self._published = None  # the engine hears the full set again after every connect
 
     async def close(self) -> None:
         self.line.close()
@@ -77,7 +98,8 @@ class Ne500PumpDriver(Driver):
     # -- one exchange ------------------------------------------------------------------------
 
     async def _exchange(self, command: Query | Action) -> Reply | None:
-        """Send one command; return its reply, ``None`` on silence, or raise ``ProtocolError``."""
+        """Send one command; return its reply, ``None`` on silence, or raise ``ProtocolError``.
+        An alarm in the reply is noted and published whatever the command was."""
         async with self._io:
             self.line.discard_input()
             await self.line.write(ne500.encode_command(self.cfg.ne500_address, command, safe=self.safe))
@@ -92,66 +114,93 @@ class Ne500PumpDriver(Driver):
             try:
                 replies.append(ne500.decode_reply(frame, safe=self.safe))
             except ProtocolError as exc:
-                self.protocol_error(str(exc))
+                self.protocol_error(str(exc), cause="bad reply frame")
         if rest:
-            self.protocol_error(f"incomplete reply {rest[:24]!r}")
+            self.protocol_error(f"incomplete reply: {rest[:24]!r}")
         if not replies:
-            raise ProtocolError(f"no valid reply to {command.value or 'status'}")
-        reply = replies[-1]
-        if reply.address != self.cfg.ne500_address:
-            raise ProtocolError(f"reply from address {reply.address}, expected {self.cfg.ne500_address}")
+            raise ProtocolError(f"no valid reply to {command.value or 'status'}", cause="no valid reply")
+        ours = [r for r in replies if r.address == self.cfg.ne500_address]
+        if not ours:
+            raise ProtocolError(f"reply from address {replies[-1].address}, expected {self.cfg.ne500_address}",
+                                cause="reply from another address")
         self.frame_ok()
-        return reply
+        for reply in ours:  # an alarm is never lost because another frame came with it
+            if reply.alarm is not None:
+                self._note_alarm(reply.alarm, command)
+            elif reply.prompt is not None:
+                self._last_prompt = self._poll_prompt = reply.prompt
+        return ours[-1]
 
-    def _note_alarm(self, alarm: Alarm) -> None:
-        if alarm is Alarm.STALLED:
-            self._held.add(DeviceAlarmCode.OCCLUSION)
-            self.detail = "motor stalled"
-        elif alarm in FAULTS:
-            self._held.add(DeviceAlarmCode.DEVICE_FAULT)
-            self.detail = f"pump alarm {alarm.name.lower()}"
-        elif alarm is Alarm.RESET and self._last_prompt in RUNNING:
-            self._held.add(DeviceAlarmCode.DEVICE_FAULT)
-            self.detail = "pump reset (power interrupted) while running"
-        log.warning("%s: pump alarm %s", self.name, alarm.name)
+    def _note_alarm(self, alarm: Alarm, command: Query | Action) -> None:
+        self._alarm_in_poll = True
+        what = command.value or "status"
+        if alarm is Alarm.RESET and self._last_prompt not in RUNNING:
+            self.logs.log(logging.INFO, "alarm R idle", "%s: pump reset reported (in reply to %s) while not "
+                          "running: power-on, no alarm", self.name, what)
+            return
+        code = DeviceAlarmCode.OCCLUSION if alarm is Alarm.STALLED else DeviceAlarmCode.DEVICE_FAULT
+        self._held[code] = ALARM_TEXT[alarm]
+        self.logs.log(logging.WARNING, f"alarm {alarm.value}", "%s: pump alarm A?%s in reply to %s: %s",
+                      self.name, alarm.value, what, ALARM_TEXT[alarm])
+        self._publish()
+
+    def _publish(self) -> None:
+        current = frozenset(self._held) | frozenset(self._derived)
+        if current != self._published:
+            self._published = current
+            self.emit(DeviceAlarm(self.name, self.role, current, self.detail))
 
     async def _query(self, command: Query) -> Reply | None:
-        """A query's reply; an alarm in place of it is noted and the query asked once more."""
-        for _ in range(2):
+        """A query's reply: ``None`` on silence; an alarm in place of the reply is noted and the
+        query asked once more (if the pump answers with an alarm again, that reply is returned)."""
+        reply = await self._exchange(command)
+        if reply is not None and reply.alarm is not None:
             reply = await self._exchange(command)
-            if reply is None or reply.alarm is None:
-                break
-            self._note_alarm(reply.alarm)
-        else:
-            return None
-        if reply is not None and reply.error is not None:
-            raise ProtocolError(f"pump refused {command.value}: ?{reply.error.value}")
         return reply
+
+    def _value(self, reply: Reply | None, command: Query, parse: Callable[[str], float]) -> float | None:
+        """The value a reply carries, or None (a refusal or an unreadable value is counted)."""
+        if reply is None or reply.prompt is None:
+            return None
+        if reply.error is not None:
+            self.protocol_error(f"pump refused {command.value}: ?{reply.error.value}", cause="pump refused")
+            return None
+        try:
+            return parse(reply.data)
+        except ProtocolError as exc:
+            self.protocol_error(str(exc), cause="value not understood")
+            return None
 
     # -- the poll ----------------------------------------------------------------------------
 
     async def poll(self) -> None:
-        dis = await self._query(Query.DISPENSED)
-        if dis is None:
-            return
-        infused, _ = ne500.parse_dispensed(dis.data)
-        rat = await self._query(Query.RATE)
-        vol = await self._query(Query.VOLUME)
-        dia = await self._query(Query.DIAMETER)
-        rate = ne500.parse_rate(rat.data) if rat else None
-        vtbi = ne500.parse_volume(vol.data) if vol else None
-        if dia is not None:
-            ne500.parse_diameter(dia.data)  # validated; no documented table maps it to a size
-        last = next((r for r in (dia, vol, rat, dis) if r is not None), dis)
-        prompt = last.prompt
-        assert prompt is not None
-        if prompt in RUNNING:
-            self._held.clear()  # running again: alarms seen earlier are over
-            self.detail = ""
-        self._last_prompt = prompt
-        active = set(self._held)
-        if prompt is Prompt.STOPPED and vtbi and infused >= vtbi * (1 - VOLUME_MATCH):
-            active.add(DeviceAlarmCode.EMPTY)
+        self._alarm_in_poll = False
+        self._poll_prompt = None
+        got: dict[Query, Reply] = {}
+        try:
+            for query in POLL:
+                reply = await self._query(query)
+                if reply is None:
+                    break  # silent: the rest would only time out too
+                got[query] = reply
+        finally:
+            self._publish()  # alarms seen before a failure still reach the engine
+        infused = self._value(got.get(Query.DISPENSED), Query.DISPENSED, lambda d: ne500.parse_dispensed(d)[0])
+        rate = self._value(got.get(Query.RATE), Query.RATE, ne500.parse_rate)
+        vtbi = self._value(got.get(Query.VOLUME), Query.VOLUME, ne500.parse_volume)
+        self._value(got.get(Query.DIAMETER), Query.DIAMETER, ne500.parse_diameter)  # checked only
+        prompt = self._poll_prompt
+        if prompt is None:
+            return  # no prompt in this poll (silence, or only alarms): no state to report
+        if prompt in RUNNING and not self._alarm_in_poll:
+            self._held.clear()  # a whole poll without an alarm shows the pump running again
+        if prompt is not Prompt.STOPPED:
+            self._derived.clear()
+        elif infused is not None and vtbi:
+            if infused >= vtbi * (1 - VOLUME_MATCH):
+                self._derived[DeviceAlarmCode.EMPTY] = "stopped with the dispensed volume at VOL"
+            else:
+                self._derived.clear()
         state = STATE[prompt]
         self.emit(
             PumpReading(
@@ -163,10 +212,7 @@ class Ne500PumpDriver(Driver):
                 quality=Quality.QUESTIONABLE if state is PumpState.UNKNOWN else Quality.VALID,
             )
         )
-        current = frozenset(active)
-        if current != self._alarms:
-            self._alarms = current
-            self.emit(DeviceAlarm(self.name, self.role, current, self.detail if current else ""))
+        self._publish()
 
     async def send_command(self, command: PumpCommand) -> None:
         """Pause (one ``STP``) or stop (``STP`` until stopped) the pump, for a safety interlock.

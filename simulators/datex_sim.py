@@ -25,6 +25,13 @@ all. Several may be active at once. Kinds (``Fault``):
 - ``bad_checksum``: frames carry a wrong checksum.
 - ``partial``: only the first half of each frame is sent.
 - ``slow``: each frame trickles out in ``slow_chunk`` byte pieces ``slow_delay_s`` apart.
+- ``late``: frames are held back and delivered ``late_s`` seconds after they were stamped (a
+  buffering line or terminal server); frames held when the fault ends still go out late, in order.
+
+Device alarms: ``show_alarms(codes)`` sets the status bits that stand for ``DeviceAlarmCode``
+values (leads off, CO2 sampling line, apnoea, an ambient pressure in another unit);
+``ambient_wire_mmhg`` puts a wrong ambient pressure on the wire while the EtCO2 % stays that of
+the true one. ``send_raw(data)`` writes bytes as they are (garbage, floods).
 """
 
 from __future__ import annotations
@@ -35,13 +42,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from drivers import datex_s5 as dx
-from monitord.readings import Vital
+from monitord.readings import DeviceAlarmCode, Vital
 from simulators.transport import PtyPair, open_pty
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,7 @@ class Fault(StrEnum):
     BAD_CHECKSUM = "bad_checksum"
     PARTIAL = "partial"
     SLOW = "slow"
+    LATE = "late"
 
 
 @dataclass
@@ -75,6 +84,7 @@ class SimFlags:
     co2_occlusion: bool = False  # EtCO2 and RR become invalid
     co2_air_leak: bool = False
     co2_apnea: bool = False
+    co2_zeroing: bool = False  # EtCO2 and RR questionable
     nibp_measuring: bool = False
 
 
@@ -92,6 +102,7 @@ class DatexSimulator:
         seed: int = 0,
         slow_chunk: int = 16,
         slow_delay_s: float = 0.05,
+        late_s: float = 12.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -104,6 +115,10 @@ class DatexSimulator:
         self.ambient_mmhg = ambient_mmhg
         self.slow_chunk = slow_chunk
         self.slow_delay_s = slow_delay_s
+        self.late_s = late_s
+        # The ambient pressure sent, when not the true one (a monitor set to another unit).
+        self.ambient_wire_mmhg: float | None = None
+        self._held: deque[tuple[float, bytes]] = deque()  # (when due, frame) under ``late``
         self.flags = SimFlags()
         self.path = ""
         self._mono = monotonic
@@ -225,6 +240,27 @@ class DatexSimulator:
         """The monitor shows no NIBP (e.g. a failed measurement)."""
         self._nibp = None
 
+    def show_alarms(self, codes: Iterable[DeviceAlarmCode]) -> set[DeviceAlarmCode]:
+        """Set the status bits that make the driver report ``codes``; returns those the record
+        cannot carry (PROBE_OFF: no SpO2 probe-off bit; pump alarms). SENSOR_OFF is shown as a
+        CO2 sampling-line leak (values stay on screen); IMPLAUSIBLE as an ambient pressure sent
+        in hPa into the mmHg field (1013 hPa read as 101.3 mmHg)."""
+        wanted = set(codes)
+        f = self.flags
+        f.ecg_leads_off = DeviceAlarmCode.LEADS_OFF in wanted
+        f.co2_air_leak = DeviceAlarmCode.SENSOR_OFF in wanted
+        f.co2_apnea = DeviceAlarmCode.APNOEA in wanted
+        self.ambient_wire_mmhg = 101.3 if DeviceAlarmCode.IMPLAUSIBLE in wanted else None
+        shown = {DeviceAlarmCode.LEADS_OFF, DeviceAlarmCode.SENSOR_OFF, DeviceAlarmCode.APNOEA,
+                 DeviceAlarmCode.IMPLAUSIBLE}
+        return wanted - shown
+
+    def send_raw(self, data: bytes) -> int:
+        """Write ``data`` to the host as it is; returns the bytes the line took."""
+        dropped = self.bytes_dropped
+        self._write(data)
+        return len(data) - (self.bytes_dropped - dropped)
+
     # -- building records ---------------------------------------------------------------------
 
     def displayed_values(self, now_mono: float | None = None) -> dx.DisplayedValues:
@@ -250,6 +286,8 @@ class DatexSimulator:
             co2_status |= dx.CO2_APNEA
         if f.co2_air_leak:
             co2_status |= dx.CO2_AIR_LEAK
+        if f.co2_zeroing:
+            co2_status |= dx.CO2_ZEROING
         if f.co2_occlusion:
             co2_status |= dx.CO2_OCCLUSION
             etco2_mmhg = rr = None
@@ -282,7 +320,7 @@ class DatexSimulator:
             co2=dx.GroupHeader(co2_status, CO2_RR_SOURCE_CO2),
             co2_et=None if etco2_mmhg is None else etco2_mmhg / self.ambient_mmhg * 100.0,
             co2_rr=rr,
-            amb_press=self.ambient_mmhg,
+            amb_press=self.ambient_mmhg if self.ambient_wire_mmhg is None else self.ambient_wire_mmhg,
         )
 
     def frame_now(self) -> bytes:
@@ -317,6 +355,8 @@ class DatexSimulator:
                     self._replug()
             if self.unplugged:
                 continue
+            while self._held and self._held[0][0] <= now:
+                await self._send(self._held.popleft()[1])
             due = self._send_once or (self._interval > 0 and now >= self._next_send)
             if not due:
                 continue
@@ -325,8 +365,13 @@ class DatexSimulator:
                 self._next_send += self._interval
                 if self._next_send <= now:  # fell behind (unplugged, slow): keep the cadence from now
                     self._next_send = now + self._interval
-            await self._send(self.frame_now())
+            frame = self.frame_now()
             self.records_sent += 1
+            if Fault.LATE in self.active_faults() or self._held:
+                delay = self.late_s if Fault.LATE in self.active_faults() else 0.0
+                self._held.append((now + delay, frame))
+            else:
+                await self._send(frame)
 
     async def _send(self, data: bytes) -> None:
         if Fault.SLOW in self.active_faults():

@@ -10,6 +10,15 @@ stopped -> ``S``. Occlusion is a motor stall (``A?S``). A syringe emptied before
 dispensed stalls the motor too; one emptied exactly at ``VOL`` ends the program normally.
 On start the pump reports its power-on reset (``A?R``) once, as a real one does.
 
+Alarms for tests and scenarios: ``alarm_on = "RAT"`` makes every pending alarm wait for that
+command (so a stall is reported in the reply to ``RAT``, not to whatever comes next), and
+``inject_alarm(alarm, on=...)`` reports any ``A?`` alarm in place of the reply to the next
+(``on``) command. An injected alarm ends the pumping program as it is reported: a stall raises
+the model's occlusion, the others stop the pump. ``inject_error(error, on=...)`` answers the next
+(``on``) command with its prompt and that error (``?OOR``, ``?NA``...) instead of its data.
+``lose_reply(on=..., after=n)`` drops the reply to the (n+1)-th next (``on``) command, as a line
+that loses a packet does.
+
 Run standalone: ``python -m simulators.pump_ne500_sim --pty /tmp/ne500`` (or ``--tcp 5021``).
 """
 
@@ -19,6 +28,7 @@ import argparse
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 
 from drivers import ne500
 from drivers.base import ProtocolError
@@ -38,6 +48,12 @@ PROMPT = {
 }
 
 
+@dataclass
+class _LostReply:
+    on: str | None  # the command whose reply is lost; None: any
+    after: int  # how many such commands still get their reply first
+
+
 class Ne500PumpSim:
     def __init__(
         self,
@@ -55,7 +71,11 @@ class Ne500PumpSim:
         self.address = address
         self.safe = safe
         self.diameter_mm = diameter_mm
-        self._pending: list[Alarm] = [Alarm.RESET] if power_on_reset else []
+        # (alarm, command it waits for or None, injected)
+        self._pending: list[tuple[Alarm, str | None, bool]] = [(Alarm.RESET, None, False)] if power_on_reset else []
+        self.alarm_on: str | None = None  # report pending alarms only in reply to this command
+        self._errors: list[tuple[CommandError, str | None]] = []
+        self._lost: list[_LostReply] = []
         self._reported_stall = False
         self._rng = random.Random(seed)
         self.commands: list[ne500.CommandFrame] = []
@@ -73,16 +93,58 @@ class Ne500PumpSim:
             DeviceAlarmCode.EMPTY in snap.alarms and snap.volume_infused_ml < snap.volume_to_be_infused_ml
         )
         if stalled and not self._reported_stall:
-            self._pending.append(Alarm.STALLED)
+            self._pending.append((Alarm.STALLED, None, False))
             self._reported_stall = True
         elif not stalled:
             self._reported_stall = False
 
+    def inject_alarm(self, alarm: Alarm, *, on: str | None = None) -> None:
+        """Report ``alarm`` in place of the reply to the next command (the next ``on`` command)."""
+        self._pending.append((alarm, on, True))
+
+    def inject_error(self, error: CommandError, *, on: str | None = None) -> None:
+        """Answer the next command (the next ``on`` command) with its prompt and ``error``."""
+        self._errors.append((error, on))
+
+    def lose_reply(self, *, on: str | None = None, after: int = 0) -> None:
+        """Send no reply to the (``after`` + 1)-th next command (``on`` command)."""
+        self._lost.append(_LostReply(on, after))
+
+    def _reply_lost(self, mnemonic: str) -> bool:
+        for i, entry in enumerate(self._lost):
+            if entry.on not in (None, mnemonic):
+                continue
+            if entry.after == 0:
+                del self._lost[i]
+                return True
+            entry.after -= 1
+        return False
+
+    def _take_alarm(self, mnemonic: str) -> Alarm | None:
+        for i, (alarm, on, injected) in enumerate(self._pending):
+            target = on if on is not None else self.alarm_on
+            if target is not None and target != mnemonic:
+                continue
+            del self._pending[i]
+            if injected and alarm is Alarm.STALLED:
+                self.model.raise_alarm(DeviceAlarmCode.OCCLUSION)  # stops the pump
+                self._reported_stall = True
+            elif injected:
+                self.model.stop()
+            return alarm
+        return None
+
     def _reply(self, cmd: ne500.CommandFrame) -> bytes:
         self._check_alarms()
-        if self._pending:
-            return ne500.encode_reply(self.address, self._pending.pop(0), safe=self.safe)
-        data, error = self._execute(cmd)
+        alarm = self._take_alarm(cmd.mnemonic)
+        if alarm is not None:
+            return ne500.encode_reply(self.address, alarm, safe=self.safe)
+        injected = next((i for i, (_, on) in enumerate(self._errors) if on in (None, cmd.mnemonic)), None)
+        error: CommandError | None
+        if injected is not None:
+            data, error = "", self._errors.pop(injected)[0]
+        else:
+            data, error = self._execute(cmd)
         prompt = PROMPT[self.model.snapshot().state]
         return ne500.encode_reply(self.address, prompt, data, error=error, safe=self.safe)
 
@@ -162,6 +224,8 @@ class Ne500PumpSim:
                 if cmd.address is not None and cmd.address != self.address:
                     continue
                 self.commands.append(cmd)
+                if self._reply_lost(cmd.mnemonic):
+                    continue
                 await send_reply(self.endpoint, self.model, self._reply(cmd), self._corrupt, self._rng)
 
 

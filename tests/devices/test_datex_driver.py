@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from drivers import datex_s5 as dx
 from drivers.monitor_datex import NibpClock, alarms_of, readings_of
 from monitord.readings import DeviceAlarmCode, Quality, Vital
@@ -128,13 +130,58 @@ def test_invalid_markers_reach_the_engine_as_none() -> None:
 # --- alarms ------------------------------------------------------------------------------
 
 
-def test_lead_off_and_co2_line_faults_are_sensor_off() -> None:
-    codes, detail = alarms_of(full(ecg=dx.GroupHeader(OK | dx.ECG_CH1_OFF | dx.ECG_CH3_OFF, 2)))
-    assert codes == {DeviceAlarmCode.SENSOR_OFF}
-    assert "ECG lead off (channel 1, 3)" in detail
-    codes, detail = alarms_of(full(co2=dx.GroupHeader(OK | dx.CO2_OCCLUSION, 1)))
-    assert codes == {DeviceAlarmCode.SENSOR_OFF} and "occluded" in detail
+@pytest.mark.parametrize(
+    ("group", "status", "code", "words"),
+    [
+        ("ecg", dx.ECG_CH1_OFF | dx.ECG_CH3_OFF, DeviceAlarmCode.LEADS_OFF, "ECG lead off (channel 1, 3)"),
+        ("co2", dx.CO2_OCCLUSION, DeviceAlarmCode.SENSOR_OFF, "sampling line occluded"),
+        ("co2", dx.CO2_AIR_LEAK, DeviceAlarmCode.SENSOR_OFF, "air leak"),
+        ("co2", dx.CO2_APNEA, DeviceAlarmCode.APNOEA, "apnoea"),
+    ],
+)
+def test_status_bits_map_to_device_alarm_codes(group: str, status: int, code: DeviceAlarmCode, words: str) -> None:
+    codes, detail = alarms_of(full(**{group: dx.GroupHeader(OK | status, 2)}))
+    assert codes == {code}
+    assert words in detail
 
 
 def test_clean_status_means_no_alarm() -> None:
     assert alarms_of(full()) == (frozenset(), "")
+
+
+# --- plausibility of what EtCO2 is derived from --------------------------------------------
+
+
+@pytest.mark.parametrize("ambient", [101.3, 29.9, 1013.0, 0.0, 349.9, 850.1])
+def test_implausible_ambient_pressure_withholds_etco2_and_raises_implausible(ambient: float) -> None:
+    dv = full(amb_press=ambient)  # 5 % of ambient: 1013 hPa read as 101.3 mmHg would give 5.1 mmHg
+    valid, invalid = readings_of("mon", dv, report_nibp=False, nibp_time=None)
+    assert Vital.ETCO2 not in valid.values
+    assert invalid.quality is Quality.INVALID and invalid.values == {Vital.ETCO2: None}
+    assert valid.values[Vital.RR] == 12.0  # not derived from the pressure: still reported
+    codes, detail = alarms_of(dv)
+    assert codes == {DeviceAlarmCode.IMPLAUSIBLE}
+    assert f"ambient pressure {ambient:g} mmHg" in detail and "EtCO2 withheld" in detail
+
+
+@pytest.mark.parametrize("ambient", [350.0, 405.0, 760.0, 813.0, 850.0])
+def test_plausible_ambient_pressures_give_etco2(ambient: float) -> None:
+    (r,) = readings_of("mon", full(amb_press=ambient), report_nibp=False, nibp_time=None)
+    assert r.values[Vital.ETCO2] == pytest.approx(0.05 * ambient, abs=0.06)
+    assert alarms_of(full(amb_press=ambient)) == (frozenset(), "")
+
+
+# --- time stamps ---------------------------------------------------------------------------
+
+
+def test_device_time_falls_back_to_the_record_time() -> None:
+    (r,) = readings_of("mon", full(time=0, record_time=int(T0.timestamp()) + 3), report_nibp=False, nibp_time=None)
+    assert r.device_time == at(3)
+    (r,) = readings_of("mon", full(time=0, record_time=0), report_nibp=False, nibp_time=None)
+    assert r.device_time is None
+
+
+def test_readings_carry_the_age_they_arrived_with() -> None:
+    readings = readings_of("mon", full(ecg=dx.GroupHeader(OK | dx.ECG_NOISE, 2)), report_nibp=True,
+                           nibp_time=at(-30), age_s=12.0)
+    assert [r.age_s for r in readings] == [12.0, 12.0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from monitord.readings import (
     DeviceInput,
     LinkState,
     LinkStatus,
+    Quality,
     Vital,
     VitalsReading,
 )
@@ -154,14 +157,148 @@ async def test_power_cycled_monitor_is_asked_again(rig: Rig) -> None:
     assert rig.driver.requests_sent > asked
 
 
-async def test_lead_off_raises_sensor_off_and_clears(rig: Rig) -> None:
+@pytest.mark.parametrize(
+    ("flag", "code", "words"),
+    [
+        ("ecg_leads_off", DeviceAlarmCode.LEADS_OFF, "ECG lead off"),
+        ("co2_occlusion", DeviceAlarmCode.SENSOR_OFF, "sampling line occluded"),
+        ("co2_air_leak", DeviceAlarmCode.SENSOR_OFF, "air leak"),
+        ("co2_apnea", DeviceAlarmCode.APNOEA, "apnoea"),
+    ],
+)
+async def test_status_flags_raise_their_device_alarm_and_clear(rig: Rig, flag: str, code: DeviceAlarmCode,
+                                                               words: str) -> None:
     await wait_until(lambda: len(rig.alarms()) >= 1)
-    rig.sim.flags.ecg_leads_off = True
-    await wait_until(lambda: DeviceAlarmCode.SENSOR_OFF in rig.alarms()[-1].active)
-    assert "ECG lead off" in rig.alarms()[-1].detail
-    await wait_until(lambda: rig.vitals()[-1].values.get(Vital.HR, 0) is None)
-    rig.sim.flags.ecg_leads_off = False
+    assert rig.alarms()[-1].active == frozenset()
+    setattr(rig.sim.flags, flag, True)
+    await wait_until(lambda: rig.alarms()[-1].active == {code})
+    assert words in rig.alarms()[-1].detail
+    assert rig.links()[-1] is LinkState.CONNECTED  # the monitor answers: a device alarm, not a lost link
+    setattr(rig.sim.flags, flag, False)
     await wait_until(lambda: rig.alarms()[-1].active == frozenset())
+
+
+async def test_lead_off_blanks_hr(rig: Rig) -> None:
+    rig.sim.flags.ecg_leads_off = True
+    await wait_until(lambda: bool(rig.vitals()) and rig.vitals()[-1].values.get(Vital.HR, 0) is None)
+
+
+async def test_show_alarms_covers_every_monitor_code_the_record_can_carry(rig: Rig) -> None:
+    cannot = rig.sim.show_alarms(DeviceAlarmCode)
+    assert cannot == {DeviceAlarmCode.PROBE_OFF, DeviceAlarmCode.OCCLUSION, DeviceAlarmCode.NEAR_EMPTY,
+                      DeviceAlarmCode.EMPTY, DeviceAlarmCode.LOW_BATTERY, DeviceAlarmCode.DOOR_OPEN,
+                      DeviceAlarmCode.DEVICE_FAULT}
+    expected = {DeviceAlarmCode.LEADS_OFF, DeviceAlarmCode.SENSOR_OFF, DeviceAlarmCode.APNOEA,
+                DeviceAlarmCode.IMPLAUSIBLE}
+    await wait_until(lambda: bool(rig.alarms()) and rig.alarms()[-1].active == expected)
+    rig.sim.show_alarms([])
+    await wait_until(lambda: rig.alarms()[-1].active == frozenset())
+
+
+async def test_ambient_pressure_in_another_unit_withholds_etco2(rig: Rig) -> None:
+    await wait_until(lambda: rig.count(Vital.ETCO2) >= 1)
+    rig.sim.ambient_wire_mmhg = 101.3  # 1013 hPa sent where mmHg belongs: EtCO2 would read 5 mmHg
+    await wait_until(lambda: bool(rig.alarms()) and DeviceAlarmCode.IMPLAUSIBLE in rig.alarms()[-1].active)
+    assert "ambient pressure 101.3 mmHg" in rig.alarms()[-1].detail
+    n = len(rig.vitals())
+    await wait_until(lambda: len(rig.vitals()) >= n + 4)
+    withheld = [r for r in rig.vitals()[n:] if Vital.ETCO2 in r.values]
+    assert withheld and all(r.values[Vital.ETCO2] is None and r.quality is Quality.INVALID for r in withheld)
+    assert all(r.values.get(Vital.RR) == 14.0 for r in rig.vitals()[n:] if r.quality is Quality.VALID)
+    # never a wrong number: no reading ever carried the 5 mmHg the unit error would give
+    assert all((r.values.get(Vital.ETCO2) or 38.0) > 30 for r in rig.vitals())
+    rig.sim.ambient_wire_mmhg = None
+    await wait_until(lambda: rig.alarms()[-1].active == frozenset())
+    await wait_until(lambda: rig.vitals()[-1].values.get(Vital.ETCO2) == pytest.approx(38.0, abs=0.1))
+
+
+async def test_late_records_carry_their_time_stamp_and_age(rig: Rig) -> None:
+    await wait_until(lambda: rig.count(Vital.HR) >= 3)  # a few on time: the line's normal latency
+    assert all(r.age_s == 0.0 for r in rig.vitals())
+    rig.sim.late_s = 4.0
+    rig.sim.inject(Fault.LATE, 3.0)
+    n = len(rig.vitals())
+    await wait_until(lambda: any(r.age_s > 0 for r in rig.vitals()[n:]))
+    late = next(r for r in rig.vitals()[n:] if r.age_s > 0)
+    assert 3.0 <= late.age_s <= 5.5
+    assert late.device_time is not None
+    # and once the held records are out, records are on time again
+    await wait_until(lambda: not rig.sim.active_faults() and not rig.sim._held)
+    m = len(rig.vitals())
+    await wait_until(lambda: len(rig.vitals()) >= m + 2)
+    assert rig.vitals()[-1].age_s == 0.0
+
+
+async def test_a_megabyte_a_second_of_garbage_writes_a_few_lines(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    await wait_until(lambda: rig.count(Vital.HR) >= 1)
+    rng = random.Random(5)
+    sent = 0
+    with caplog.at_level(logging.INFO):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while sent < 1_000_000:
+            sent += rig.sim.send_raw(rng.randbytes(4096))
+            # about 1 MB/s: 4 KiB every 4 ms of wall time
+            await asyncio.sleep(max(0.0, started + sent / 1_000_000 - loop.time()))
+        await wait_until(lambda: rig.driver.protocol_errors >= 1000)
+        before = rig.count(Vital.HR)
+        await wait_until(lambda: rig.count(Vital.HR) > before)  # readings carry on afterwards
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert rig.driver.protocol_errors >= 1000
+    assert len(warnings) <= 8, [r.getMessage() for r in warnings]  # one per error kind at most
+    assert len(caplog.records) <= 20
+    assert not rig.task.done()
+
+
+async def test_a_baud_rate_the_port_rejects_is_shown_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    sim = DatexSimulator(patient, transport="pty")
+    path = await sim.start()
+    got: list[DeviceInput] = []
+    # past the config's own check (a setting it accepts may still be one this port rejects)
+    port = SerialPort.model_construct(port=path, baudrate=12345678901, bytesize=8, parity="N", stopbits=1)
+    cfg = MonitorDevice.model_construct(name="monitor", driver="datex", serial=port, poll_interval_s=5.0,
+                                        timeout_s=15.0)
+    driver = build(cfg, got.append)
+    driver.backoff_initial_s = driver.backoff_max_s = 0.02
+    task = asyncio.create_task(driver.run())
+    try:
+        with caplog.at_level(logging.INFO):
+            await wait_until(lambda: driver.connect_attempts >= 10)
+        assert not task.done()
+        (status,) = [g for g in got if isinstance(g, LinkStatus)]
+        assert status.state is LinkState.RECONNECTING
+        assert "serial settings rejected (baudrate=12345678901" in status.detail
+        assert "signed integer is greater than maximum" in status.detail
+        lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(lines) == 1 and "baudrate=12345678901" in lines[0].getMessage()
+    finally:
+        driver.stop()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await sim.stop()
+
+
+async def test_a_driver_bug_while_reading_reconnects_and_logs_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await wait_until(lambda: rig.count(Vital.HR) >= 1)
+
+    def broken(*args: object, **kw: object) -> list[VitalsReading]:
+        raise ZeroDivisionError("bug")
+
+    with caplog.at_level(logging.INFO):
+        monkeypatch.setattr("drivers.monitor_datex.readings_of", broken)
+        await wait_until(lambda: LinkState.RECONNECTING in rig.links())
+        attempts = rig.driver.connect_attempts
+        await wait_until(lambda: rig.driver.connect_attempts >= attempts + 2)
+        assert "driver error: bug" in rig.driver.link_detail
+        monkeypatch.undo()
+        before = rig.count(Vital.HR)
+        await wait_until(lambda: rig.count(Vital.HR) > before)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert not any("Exception in callback" in r.getMessage() for r in caplog.records)
 
 
 async def test_tcp_drop_goes_reconnecting_then_connected() -> None:
