@@ -9,6 +9,7 @@ emitted explicitly when SQLAlchemy begins, so a transaction spans exactly what w
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError
 
 from monitord.config import Config
+from monitord.store.models import StoreMeta
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Opened:
     url: str
     # Set when a damaged SQLite file was moved aside: (reason, where it went).
     moved_aside: tuple[str, str] | None = None
+    database_id: str | None = None  # store_meta.database_id: created with the database
+    sqlite_path: Path | None = None
 
 
 def sqlite_path(config: Config) -> Path:
@@ -117,30 +121,57 @@ def open_database(config: Config, repair: bool = True) -> Opened:
     """Connect and migrate. With ``repair``, a damaged SQLite file is moved aside first."""
     url = database_url(config)
     moved: tuple[str, str] | None = None
+    path: Path | None = None
     if not config.store.url:
         path = sqlite_path(config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        problem = _check_sqlite(path)
-        if problem is not None:
-            if not repair:
-                raise DatabaseError(f"{path} is damaged: {problem}", None, Exception(problem))
-            moved = (problem, _move_aside(path, problem))
-        try:
-            _set_wal(path)
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:  # quick_check passed yet the file cannot be used
-            if not repair or moved is not None:
-                raise
-            moved = (str(exc), _move_aside(path, str(exc)))
-            _set_wal(path)
+        moved = prepare_sqlite(path, repair)
     engine = make_engine(url)
     try:
         migrate(engine)
+        with engine.connect() as conn:
+            ident = database_id(conn)
     except Exception:
         engine.dispose()
         raise
-    return Opened(engine, url, moved)
+    return Opened(engine, url, moved, ident, path)
+
+
+def prepare_sqlite(path: Path, repair: bool = True) -> tuple[str, str] | None:
+    """Make ``path`` a usable SQLite file in WAL mode (created if absent). A damaged file is
+    moved aside with ``repair``; returns (reason, where it went) if so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    moved: tuple[str, str] | None = None
+    problem = _check_sqlite(path)
+    if problem is not None:
+        if not repair:
+            raise DatabaseError(f"{path} is damaged: {problem}", None, Exception(problem))
+        moved = (problem, _move_aside(path, problem))
+    try:
+        _set_wal(path)
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # quick_check passed yet the file cannot be used
+        if not repair or moved is not None:
+            raise
+        moved = (str(exc), _move_aside(path, str(exc)))
+        _set_wal(path)
+    return moved
+
+
+def database_id(conn: Connection) -> str | None:
+    """The identity created with the database (``store_meta``); None if it has none."""
+    value = conn.execute(select(StoreMeta.value).where(StoreMeta.name == "database_id")).scalar()
+    return None if value is None else str(value)
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite file, None if it is gone: a file deleted or replaced under
+    an open connection keeps answering from the old inode, so only this can tell."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _set_wal(path: Path) -> None:

@@ -1,8 +1,14 @@
 """Writing one batch: the events as emitted, the typed rows derived from them, the trends and
 the checkpoint, all in the caller's transaction.
 
-``Derived`` remembers the bed's open session between batches; the writer copies it before a
-batch and puts the copy back if the transaction fails, so memory never runs ahead of the disk.
+``Derived`` remembers the bed's open session and its open trend bucket between batches; the
+writer copies it before a batch and puts the copy back if the transaction fails, so memory never
+runs ahead of the disk.
+
+Text is bounded here, at the store's boundary, to the length of its column (``bound``): a long
+actor or message never makes a batch fail on PostgreSQL. The full text stays in the event's
+JSON in ``events``. Trends are computed by the database from the committed ``readings`` rows
+when a bucket closes: one statement per bucket, not a read and a write per series per batch.
 """
 
 from __future__ import annotations
@@ -10,10 +16,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, String, bindparam, func, insert, literal, or_, select, union_all, update
 
 from monitord.events import Event, EventKind
 from monitord.readings import Vital
@@ -23,6 +29,62 @@ SYSTEM = "system"
 VITAL_COLUMNS = tuple(v.value for v in Vital)
 # Pump series kept as trends besides the vitals.
 PUMP_SERIES = ("rate_ml_h", "dose_rate_mg_kg_h")
+ELLIPSIS = "\u2026"
+# A string inside a damaged event's JSON is cut to this many characters (see ``sanitized``).
+RECORD_TEXT_MAX = 4000
+
+
+def _limits(model: type[m.Base]) -> tuple[tuple[str, int], ...]:
+    return tuple((c.name, c.type.length) for c in model.__table__.columns
+                 if isinstance(c.type, String) and c.type.length)
+
+
+# Every bounded text column of every table: (column, length).
+LIMITS: dict[type[m.Base], tuple[tuple[str, int], ...]] = {
+    model: _limits(model) for model in (m.StoredEvent, m.Patient, m.Session, m.Reading, m.AlarmEvent, m.Observation,
+                                        m.ChecklistAnswer, m.OverrideRecord, m.AuditEntry, m.Checkpoint, m.Cursor,
+                                        m.Trend, m.StoreMeta)
+}
+
+
+def bound_text(value: Any, limit: int) -> str:
+    """``value`` as text of at most ``limit`` characters (cut ones end in an ellipsis)."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit - 1] + ELLIPSIS
+
+
+def column_limit(model: type[m.Base], column: str) -> int:
+    return dict(LIMITS[model])[column]
+
+
+def bound(model: type[m.Base], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every text that has a column length cut to it (in place; returned)."""
+    for name, limit in LIMITS[model]:
+        v = row.get(name)
+        if v is not None and (not isinstance(v, str) or len(v) > limit):
+            row[name] = bound_text(v, limit)
+    return row
+
+
+def sanitized(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of an event's data that any database accepts: no NaN or infinity, no
+    NUL character, text cut to ``RECORD_TEXT_MAX``, keys as text. For an event that could not
+    be stored as emitted."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -(2 ** 63) <= value < 2 ** 63 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return bound_text(value.replace("\x00", ""), RECORD_TEXT_MAX)
+    if depth >= 16:
+        return bound_text(repr(value), 200)
+    if isinstance(value, dict):
+        return {bound_text(str(k).replace("\x00", ""), 200): sanitized(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [sanitized(v, depth + 1) for v in value]
+    return bound_text(str(value).replace("\x00", ""), RECORD_TEXT_MAX)
 
 
 @dataclass(slots=True)
@@ -34,12 +96,18 @@ class Derived:
     stopped: bool = False
     # The session just discharged: alarms it raised that end with the discharge belong to it.
     closed_id: int | None = None
+    # The trend bucket of the newest committed reading: its trend is written when it closes.
+    open_bucket: datetime | None = None
 
     def copy(self) -> Derived:
-        return Derived(self.session_id, self.started, self.stopped, self.closed_id)
+        return Derived(self.session_id, self.started, self.stopped, self.closed_id, self.open_bucket)
 
     @classmethod
-    def load(cls, conn: Connection, bed_id: str) -> Derived:
+    def load(cls, conn: Connection, bed_id: str, trend_interval_s: float) -> Derived:
+        newest = conn.execute(
+            select(m.Reading.time).where(m.Reading.bed_id == bed_id).order_by(m.Reading.time.desc()).limit(1)
+        ).scalar()
+        bucket = bucket_start(newest, trend_interval_s) if newest is not None else None
         row = conn.execute(
             select(m.Session.id, m.Session.started_at, m.Session.stopped_at)
             .where(m.Session.bed_id == bed_id, m.Session.discharged_at.is_(None))
@@ -47,8 +115,8 @@ class Derived:
             .limit(1)
         ).first()
         if row is None:
-            return cls()
-        return cls(row.id, row.started_at is not None, row.stopped_at is not None)
+            return cls(open_bucket=bucket)
+        return cls(row.id, row.started_at is not None, row.stopped_at is not None, open_bucket=bucket)
 
 
 def _parse_time(s: str | None) -> datetime | None:
@@ -69,11 +137,11 @@ class BatchWriter:
         self.trend_interval_s = trend_interval_s
         self.dialect = dialect
         self.derived = Derived()
+        self._trend_stmt: Any = None
 
     def write(self, conn: Connection, events: list[Event], checkpoint: tuple[int, dict[str, Any]] | None) -> None:
         rows: dict[type[m.Base], list[dict[str, Any]]] = defaultdict(list)
-        trends: dict[tuple[str, datetime], list[float]] = defaultdict(list)
-        trend_session: dict[tuple[str, datetime], int | None] = {}
+        buckets: set[datetime] = set()
         last_cumulative: tuple[float, float] | None = None
         for ev in events:
             rows[m.StoredEvent].append(
@@ -90,17 +158,12 @@ class BatchWriter:
             sid = self.derived.session_id or sid_before  # a discharge still belongs to its session
             base = {"bed_id": ev.bed_id, "session_id": sid, "seq": ev.seq, "time": ev.time}
             if ev.kind is EventKind.VITALS:
-                values = d.get("values", {})
-                quality = d.get("quality")
-                row = base | {"source": "vitals", "device": d.get("device"), "quality": quality}
-                for name, v in values.items():
+                row = base | {"source": "vitals", "device": d.get("device"), "quality": d.get("quality")}
+                for name, v in d.get("values", {}).items():
                     if name in VITAL_COLUMNS:
                         row[name] = v
-                        if v is not None and quality != "invalid":
-                            key = (name, bucket_start(ev.time, self.trend_interval_s))
-                            trends[key].append(float(v))
-                            trend_session[key] = sid
                 rows[m.Reading].append(row)
+                buckets.add(bucket_start(ev.time, self.trend_interval_s))
             elif ev.kind is EventKind.INFUSION:
                 rows[m.Reading].append(
                     base | {"source": "pump", "device": d.get("device"), "quality": d.get("quality"),
@@ -108,11 +171,7 @@ class BatchWriter:
                             "volume_infused_ml": d.get("volume_infused_ml"),
                             "dose_rate_mg_kg_h": d.get("dose_rate_mg_kg_h"), "cumulative_mg": d.get("cumulative_mg")}
                 )
-                for name in PUMP_SERIES:
-                    if d.get(name) is not None:
-                        key = (name, bucket_start(ev.time, self.trend_interval_s))
-                        trends[key].append(float(d[name]))
-                        trend_session[key] = sid
+                buckets.add(bucket_start(ev.time, self.trend_interval_s))
                 if sid is not None and d.get("cumulative_mg") is not None:
                     last_cumulative = (float(d["cumulative_mg"]), float(d.get("infusion_time_s") or 0.0))
             elif ev.kind is EventKind.ALARM:
@@ -135,10 +194,11 @@ class BatchWriter:
                     self._pain(conn, sid, int(d["score"]))
             elif ev.kind is EventKind.SESSION and d.get("action") == "checklist":
                 for item, answer in (d.get("answers") or {}).items():
-                    rows[m.ChecklistAnswer].append(base | {"item_id": item, "answer": bool(answer), "actor": actor})
+                    rows[m.ChecklistAnswer].append(base | {"item_id": item, "answer": bool(answer),
+                                                           "actor": actor or SYSTEM})
             elif ev.kind is EventKind.SESSION and d.get("action") == "override":
                 rows[m.OverrideRecord].append(
-                    base | {"rule_id": d["rule_id"], "reason": d["reason"], "actor": actor}
+                    base | {"rule_id": d["rule_id"], "reason": d.get("reason") or "", "actor": actor or SYSTEM}
                 )
             if ev.kind is EventKind.REJECTED or (actor is not None and actor != SYSTEM):
                 action = d.get("transition") or d.get("action") or d.get("type") or ev.kind.value
@@ -152,7 +212,16 @@ class BatchWriter:
                 update(m.Session).where(m.Session.id == self.derived.session_id)
                 .values(cumulative_mg=last_cumulative[0], infusion_time_s=last_cumulative[1])
             )
-        self._trends(conn, trends, trend_session)
+        if buckets:
+            self._advance_trends(conn, buckets)
+        if checkpoint is not None:
+            self._checkpoint(conn, *checkpoint)
+
+    def write_record_only(self, conn: Connection, ev: Event, checkpoint: tuple[int, dict[str, Any]] | None) -> None:
+        """The event in ``events`` alone, without typed rows (an event whose rows were refused)."""
+        conn.execute(insert(m.StoredEvent), [bound(m.StoredEvent, {
+            "bed_id": ev.bed_id, "seq": ev.seq, "kind": ev.kind.value, "time": ev.time, "mono": ev.mono,
+            "clock_synced": ev.clock_synced, "data": ev.data})])
         if checkpoint is not None:
             self._checkpoint(conn, *checkpoint)
 
@@ -163,20 +232,16 @@ class BatchWriter:
                       m.OverrideRecord, m.AuditEntry):
             batch = rows.pop(model, None)
             if batch:
-                conn.execute(insert(model), _uniform(batch))
+                conn.execute(insert(model), _uniform([bound(model, row) for row in batch]))
 
     def _session(self, conn: Connection, ev: Event) -> None:
         d, action, st = ev.data, ev.data.get("action"), self.derived
         if action == "admitted":
             p = d["patient"]
-            self._add_patient(conn, p["id"], ev.time)
-            st.session_id = conn.execute(
-                insert(m.Session).returning(m.Session.id),
-                {"bed_id": ev.bed_id, "patient_id": p["id"], "care_area": self.care_area,
-                 "weight_kg": p["weight_kg"], "age_years": p["age_years"], "elderly": p["elderly"],
-                 "comorbid": p["comorbid"], "admitted_seq": ev.seq, "admitted_at": ev.time,
-                 "cumulative_mg": 0.0, "infusion_time_s": 0.0},
-            ).scalar_one()
+            st.session_id = self._insert_session(conn, {
+                "bed_id": ev.bed_id, "patient_id": p["id"], "care_area": self.care_area, "weight_kg": p["weight_kg"],
+                "age_years": p["age_years"], "elderly": p["elderly"], "comorbid": p["comorbid"],
+                "admitted_seq": ev.seq, "admitted_at": ev.time, "cumulative_mg": 0.0, "infusion_time_s": 0.0})
             st.started = st.stopped = False
             return
         if st.session_id is None:
@@ -199,9 +264,9 @@ class BatchWriter:
             values = {"discharged_at": ev.time, "cumulative_mg": d.get("cumulative_mg", 0.0),
                       "infusion_time_s": d.get("infusion_time_s", 0.0)}
         if values:
-            conn.execute(update(m.Session).where(m.Session.id == st.session_id).values(**values))
+            conn.execute(update(m.Session).where(m.Session.id == st.session_id).values(**bound(m.Session, values)))
         if action == "discharged":
-            self.derived = Derived(closed_id=st.session_id)
+            self.derived = Derived(closed_id=st.session_id, open_bucket=st.open_bucket)
 
     def _pain(self, conn: Connection, sid: int, score: int) -> None:
         st = self.derived
@@ -210,30 +275,90 @@ class BatchWriter:
         elif st.stopped:
             conn.execute(update(m.Session).where(m.Session.id == sid).values(pain_after=score))
 
-    def _add_patient(self, conn: Connection, patient_id: str, when: datetime) -> None:
+    def _upsert(self, model: type[m.Base]) -> Any:
+        """The dialect's INSERT with ON CONFLICT (imported on use: SQLite never loads PostgreSQL's)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            conn.execute(pg_insert(m.Patient).values(id=patient_id, first_seen=when).on_conflict_do_nothing())
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+            return pg_insert(model)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            conn.execute(sqlite_insert(m.Patient).values(id=patient_id, first_seen=when).on_conflict_do_nothing())
+        return sqlite_insert(model)
 
-    def _trends(self, conn: Connection, trends: dict[tuple[str, datetime], list[float]],
-                sessions: dict[tuple[str, datetime], int | None]) -> None:
-        for (series, bucket), values in trends.items():
-            where = (m.Trend.bed_id == self.bed_id, m.Trend.series == series, m.Trend.bucket == bucket)
-            old = conn.execute(select(m.Trend.n, m.Trend.min, m.Trend.mean, m.Trend.max).where(*where)).first()
-            n, lo, hi, total = len(values), min(values), max(values), sum(values)
-            if old is None:
-                conn.execute(insert(m.Trend).values(bed_id=self.bed_id, series=series, bucket=bucket,
-                                                    session_id=sessions[(series, bucket)], n=n, min=lo,
-                                                    mean=total / n, max=hi))
-            else:
-                both = old.n + n
-                conn.execute(update(m.Trend).where(*where).values(
-                    n=both, min=min(old.min, lo), max=max(old.max, hi), mean=(old.mean * old.n + total) / both))
+    def _insert_session(self, conn: Connection, values: dict[str, Any]) -> int:
+        values = bound(m.Session, values)
+        self._add_patient(conn, values["patient_id"], values["admitted_at"])
+        return int(conn.execute(insert(m.Session).returning(m.Session.id), values).scalar_one())
+
+    def _add_patient(self, conn: Connection, patient_id: str, when: datetime) -> None:
+        conn.execute(self._upsert(m.Patient).values(id=patient_id, first_seen=when).on_conflict_do_nothing())
+
+    def resume_session(self, conn: Connection, seq: int, cp: dict[str, Any]) -> None:
+        """In a database that lost the open session (deleted or replaced under the running
+        daemon), the session row again, from the newest checkpoint: later rows belong to it."""
+        p, status = cp.get("patient"), cp.get("status")
+        if not p or status in (None, "empty", "discharged"):
+            return
+        when = _parse_time(cp.get("time")) or datetime.now(UTC)
+        admitted = when - timedelta(seconds=float(cp.get("admitted_age_s") or 0.0))
+        o = cp.get("order") or {}
+        started = _parse_time(cp.get("started_at"))
+        stopped = when - timedelta(seconds=float(cp["stopped_age_s"])) if cp.get("stopped_age_s") is not None else None
+        self.derived = Derived(open_bucket=self.derived.open_bucket)
+        self.derived.session_id = self._insert_session(conn, {
+            "bed_id": self.bed_id, "patient_id": p["id"], "care_area": self.care_area, "weight_kg": p["weight_kg"],
+            "age_years": p["age_years"], "elderly": p["elderly"], "comorbid": p["comorbid"], "admitted_seq": seq,
+            "admitted_at": admitted, "drug": o.get("drug"), "concentration_mg_ml": o.get("concentration_mg_ml"),
+            "rate_ml_h": o.get("rate_ml_h"), "bolus_mg": o.get("bolus_mg"), "syringe_ml": o.get("syringe_ml"),
+            "baseline": cp.get("baseline") or None, "started_at": started, "stopped_at": stopped,
+            "cumulative_mg": float(cp.get("cumulative_mg") or 0.0),
+            "infusion_time_s": float(cp.get("infusion_time_s") or 0.0)})
+        self.derived.started = started is not None
+        self.derived.stopped = stopped is not None
+
+    def _advance_trends(self, conn: Connection, buckets: set[datetime]) -> None:
+        """Write the trend of every bucket that closed with this batch: the bucket that was open
+        before it, and any older one a late reading touched. The newest stays open."""
+        st = self.derived
+        touched = buckets | ({st.open_bucket} if st.open_bucket is not None else set())
+        newest = max(touched)
+        for bucket in sorted(touched - {newest}):
+            self.write_trend(conn, bucket)
+        st.open_bucket = newest
+
+    def close_open_bucket(self, conn: Connection) -> None:
+        """Write the open bucket's trend as it stands (on stop; it is rewritten when it closes)."""
+        if self.derived.open_bucket is not None:
+            self.write_trend(conn, self.derived.open_bucket)
+
+    def write_trend(self, conn: Connection, bucket: datetime) -> None:
+        """Min/mean/max/count of every series in ``bucket``, computed by the database from the
+        committed readings and upserted in one statement (idempotent: rewriting is harmless)."""
+        if self._trend_stmt is None:
+            self._trend_stmt = self._trend_statement()
+        conn.execute(self._trend_stmt, {"t_start": bucket, "t_end": bucket + timedelta(seconds=self.trend_interval_s)})
+
+    def _trend_statement(self) -> Any:
+        """INSERT INTO trends SELECT <one aggregate per series> ... ON CONFLICT DO UPDATE, built
+        once with the bucket's bounds as parameters."""
+        r = m.Reading
+        start, end = bindparam("t_start", type_=m.UTCDateTime()), bindparam("t_end", type_=m.UTCDateTime())
+        parts = []
+        for series in (*VITAL_COLUMNS, *PUMP_SERIES):
+            col = getattr(r, series)
+            valid = (r.source == "pump",) if series in PUMP_SERIES else (
+                r.source == "vitals", or_(r.quality.is_(None), r.quality != "invalid"))
+            parts.append(
+                select(literal(self.bed_id).label("bed_id"), literal(series).label("series"), start.label("bucket"),
+                       func.max(r.session_id).label("session_id"), func.count(col).label("n"),
+                       func.min(col).label("min"), func.avg(col).label("mean"), func.max(col).label("max"))
+                .where(r.bed_id == self.bed_id, r.time >= start, r.time < end, col.is_not(None), *valid)
+            )
+        agg = union_all(*parts).subquery()
+        cols = ("bed_id", "series", "bucket", "session_id", "n", "min", "mean", "max")
+        ins = self._upsert(m.Trend).from_select(cols, select(*(agg.c[c] for c in cols)).where(agg.c.n > 0))
+        return ins.on_conflict_do_update(index_elements=["bed_id", "series", "bucket"],
+                                         set_={c: ins.excluded[c] for c in ("session_id", "n", "min", "mean", "max")})
 
     def _checkpoint(self, conn: Connection, seq: int, cp: dict[str, Any]) -> None:
         when = _parse_time(cp.get("time")) or datetime.now(UTC)

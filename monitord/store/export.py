@@ -2,7 +2,10 @@
 
 Without ``--session`` it lists the sessions in the database. CSV is one table in seq order with
 a ``record`` column (``reading``, ``alarm``, ``note``); JSON keeps the three lists apart and adds
-the session summary with its pain response.
+the session summary with its pain reduction at end of session (last pain score after the stop
+against the last before the start). That is not a "positive response" in the guideline's sense
+(lines 1606-1616: relief sustained over weeks, with satisfaction or a functional measure), which
+needs follow-up that monitord does not record; the export never calls it one.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ def session_export(conn: Connection, session_id: int, response_pct: float) -> di
     session = dict(s)
     resp = response_of(s["id"], s["started_at"], s["pain_before"], s["pain_after"], response_pct)
     session["pain_reduction_pct"] = resp.reduction_pct
-    session["positive_response"] = resp.positive
-    session["positive_response_threshold_pct"] = response_pct
+    session["pain_reduction_at_end_of_session"] = resp.reduced_at_end
+    session["pain_reduction_threshold_pct"] = response_pct
     readings = _rows(conn, m.Reading, session_id, ("seq", "time", *READING_FIELDS))
     alarms = _rows(conn, m.AlarmEvent, session_id, ("seq", "time", *ALARM_FIELDS))
     notes: list[dict[str, Any]] = []

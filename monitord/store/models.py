@@ -259,10 +259,24 @@ class Cursor(Base):
     updated_at: Mapped[datetime]
 
 
+class StoreMeta(Base):
+    """Facts about the database itself; ``database_id`` is created with the database, so a
+    database deleted, replaced or restored from elsewhere is recognised."""
+
+    __tablename__ = "store_meta"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
+
+
 class Trend(Base):
-    """Min/mean/max of one series (a vital, pump rate or dose rate) per trend interval."""
+    """Min/mean/max of one series (a vital, pump rate or dose rate) per trend interval.
+
+    On SQLite the table is clustered on its key (``WITHOUT ROWID``): a trend query is one
+    range scan that reads nothing else."""
 
     __tablename__ = "trends"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     bed_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     series: Mapped[str] = mapped_column(String(24), primary_key=True)

@@ -37,8 +37,11 @@ class Retention:
             upto = conn.execute(
                 select(func.max(m.Reading.seq)).where(m.Reading.bed_id == self.bed_id, m.Reading.time < cutoff)
             ).scalar()
+            newest = conn.execute(select(func.max(m.StoredEvent.seq)).where(m.StoredEvent.bed_id == self.bed_id)).scalar()
         if upto is None:
             return 0
+        # The bed's newest event always stays: a restart compares it with the numbers used.
+        upto = min(int(upto), int(newest or 0) - 1)
         removed = self._chunked(m.Reading, m.Reading.seq <= upto)
         removed += self._chunked(m.StoredEvent, m.StoredEvent.seq <= upto, m.StoredEvent.kind.in_(RAW_KINDS))
         if removed and self.engine.dialect.name == "sqlite":

@@ -2,9 +2,12 @@
 
 The engine's events go to a queue (``write``, ``checkpoint``: never blocking on disk) that one
 writer thread commits in batches with the checkpoint that covers them. On start, ``recover``
-resumes the bed from the stored checkpoint and records the downtime as a system event. The MQTT
-publisher forwards from here (``events_after`` + a durable cursor), so a broker outage loses
-nothing. ``treatment_count`` and ``responses`` are the course registry.
+resumes the bed from the stored checkpoint and records the downtime as a system event; a
+database that is not the one this bed last wrote to (deleted, emptied, replaced, restored from
+an older copy) is recorded as ``store_reset``, raises the store alarm, and numbering continues
+after the numbers reserved in ``numbering.json``. The MQTT publisher forwards from here
+(``events_after`` + a durable cursor), so a broker outage loses nothing. ``treatment_count``
+and ``responses`` are the course registry.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from sqlalchemy import Connection, and_, func, insert, not_, select, update
 from sqlalchemy import Engine as SqlEngine
-from sqlalchemy import and_, func, insert, not_, select, update
 
 from monitord.clock import Clock
 from monitord.config import Config
@@ -25,7 +28,8 @@ from monitord.events import Event, EventKind
 from monitord.readings import OutputStatus
 from monitord.store import models as m
 from monitord.store.database import Opened, open_database
-from monitord.store.derive import BatchWriter, year_before
+from monitord.store.derive import BatchWriter, bound_text, column_limit, year_before
+from monitord.store.numbering import Numbering, Reserved
 from monitord.store.retention import Retention
 from monitord.store.writer import Writer
 
@@ -40,23 +44,34 @@ STOP_FLUSH_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class TreatmentResponse:
-    """One treatment's pain response (guideline Q8): last score before start vs after stop."""
+    """One treatment's pain reduction at end of session: the last pain score after the stop
+    against the last one before the start.
+
+    This is not the guideline's "positive response" (Q8, lines 1606-1616: >= 30 % relief with
+    patient satisfaction or a functional measure, sustained for more than 3 weeks after a single
+    infusion, 6 after a series), which needs follow-up monitord does not record."""
 
     session_id: int
     started_at: datetime
     pain_before: int | None
     pain_after: int | None
     reduction_pct: float | None
-    positive: bool | None  # None: a score is missing, or there was no pain to reduce
+    # Pain reduction at end of session reached the configured share. None: a score is missing,
+    # or there was no pain to reduce.
+    reduced_at_end: bool | None
 
 
-@dataclass(frozen=True, slots=True)
-class TrendPoint:
-    bucket: datetime
+class TrendPoint(NamedTuple):
+    bucket: datetime  # interval start, UTC
     n: int
     min: float
     mean: float
     max: float
+
+
+TREND_SQL = ("SELECT bucket, n, min, mean, max FROM trends WHERE bed_id = ? AND series = ? AND bucket >= ?{} "
+             "ORDER BY bucket")
+_BUCKETS: dict[str, datetime] = {}  # bucket text -> time: a few thousand distinct values per query window
 
 
 class Store:
@@ -67,13 +82,16 @@ class Store:
         self.db: SqlEngine = opened.engine
         self.url = opened.url
         self.moved_aside = opened.moved_aside
+        self.database_id = opened.database_id
+        self.numbering = Numbering(config.store.state_dir, self.bed_id)
         self._batch = BatchWriter(self.bed_id, config.bed.care_area.value, config.store.trend_interval_s,
                                   self.db.dialect.name)
         self.retention = Retention(self.db, self.bed_id, config.store.raw_retention_h)
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._loop: RuleLoop | None = None
         self.writer = Writer(self.db, self._batch, config.store.batch_max, config.store.flush_interval_s,
-                             self._health, self.retention, clock.utc_now)
+                             self._health, self.retention, clock.utc_now, self.numbering, opened.database_id,
+                             opened.sqlite_path)
         self._started = False
         self._subscribed: Engine | None = None
 
@@ -86,22 +104,59 @@ class Store:
 
     def recover(self, engine: Engine) -> None:
         """Resume the bed from the stored checkpoint and record the downtime (the store
-        subscribes here already, so the recovery event itself is stored)."""
+        subscribes here already, so the recovery event itself is stored). A database that is
+        not the one this bed last wrote to is not resumed from: see ``_reset``."""
         self._subscribe(engine)
-        if self.moved_aside is not None:
-            reason, target = self.moved_aside
-            engine.record_system("store_reset", reason=reason, moved_to=target)
+        reserved = self.numbering.load()
         with self.db.connect() as conn:
             cp_row = conn.execute(select(m.Checkpoint.data).where(m.Checkpoint.bed_id == self.bed_id)).first()
             last = conn.execute(
                 select(m.StoredEvent.seq, m.StoredEvent.time).where(m.StoredEvent.bed_id == self.bed_id)
                 .order_by(m.StoredEvent.seq.desc()).limit(1)
             ).first()
-            last_alarm_seq = conn.execute(
+            last_alarm_seq = int(conn.execute(
                 select(func.max(m.AlarmEvent.alarm_seq)).where(m.AlarmEvent.bed_id == self.bed_id)
-            ).scalar()
-        if last is None:
-            return
+            ).scalar() or 0)
+        db_seq = int(last.seq) if last is not None else 0
+        try:
+            reason = self._reset_reason(reserved, db_seq)
+            if reason is not None:
+                self._reset(engine, reserved, db_seq, last_alarm_seq, reason)
+            elif last is not None:
+                self._resume(engine, cp_row, last, last_alarm_seq)
+        finally:
+            try:
+                self.numbering.ensure(engine.seq, engine.alarms.alarm_seq, self.database_id, db_seq)
+            except OSError as exc:  # the writer tries again before its first commit, and reports
+                log.error("cannot write %s: %s", self.numbering.path, exc)
+
+    def _reset_reason(self, reserved: Reserved, db_seq: int) -> str | None:
+        if self.moved_aside is not None:
+            return f"the database was damaged ({self.moved_aside[0]}) and moved to {self.moved_aside[1]}"
+        if reserved.database_id is not None and reserved.database_id != self.database_id:
+            return "the database is not the one this bed last wrote to (deleted, emptied or replaced)"
+        if db_seq < reserved.committed_seq:
+            return (f"the database ends at seq {db_seq}, before seq {reserved.committed_seq} known to be committed "
+                    "(restored from an older copy?)")
+        return None
+
+    def _reset(self, engine: Engine, reserved: Reserved, db_seq: int, last_alarm_seq: int, reason: str) -> None:
+        """Start on a database that lost this bed's record: nothing is resumed from it (its
+        checkpoint, if any, is not this bed's present), numbering continues after every number
+        that may have been used, and the store alarm says what happened."""
+        engine.seq = max(db_seq, reserved.seq)
+        engine.alarms.alarm_seq = max(last_alarm_seq, reserved.alarm_seq)
+        log.error("%s: the bed is not resumed; numbering continues at seq %d, alarm_seq %d",
+                  reason, engine.seq + 1, engine.alarms.alarm_seq + 1)
+        extra = {"moved_to": self.moved_aside[1]} if self.moved_aside is not None else {}
+        engine.record_system("store_reset", reason=reason[:300], database_id=self.database_id,
+                             previous_database_id=reserved.database_id, seq_from=engine.seq + 1,
+                             alarm_seq_from=engine.alarms.alarm_seq + 1, **extra)
+        detail = f"database reset: {reason}; the session, if any, was not resumed"
+        self.writer.incident(detail)
+        engine.submit(OutputStatus("store", False, detail[:200]))
+
+    def _resume(self, engine: Engine, cp_row: Any, last: Any, last_alarm_seq: int) -> None:
         now = self.clock.utc_now()
         downtime_s = max(0.0, (now - last.time).total_seconds())
         if cp_row is not None:
@@ -109,11 +164,11 @@ class Store:
             # Events committed after the checkpoint (a batch cut inside one input) keep their seq:
             # numbering continues after the last stored event, never reuses one.
             cp["seq"] = max(int(cp["seq"]), int(last.seq))
-            cp["alarm_seq"] = max(int(cp["alarm_seq"]), int(last_alarm_seq or 0))
+            cp["alarm_seq"] = max(int(cp["alarm_seq"]), last_alarm_seq)
             engine.restore(cp, downtime_s)
         else:
             engine.seq = int(last.seq)
-            engine.alarms.alarm_seq = int(last_alarm_seq or 0)
+            engine.alarms.alarm_seq = last_alarm_seq
         log.info("recovered bed %s at seq %d after %.0f s down", self.bed_id, engine.seq, downtime_s)
         engine.record_system(
             "recovered",
@@ -121,6 +176,7 @@ class Store:
             down_from=_iso(last.time),
             down_to=_iso(now),
             status=engine.state.status.value,
+            database_id=self.database_id,
         )
 
     # -- wiring ---------------------------------------------------------------------------
@@ -164,6 +220,11 @@ class Store:
 
     # -- for the MQTT publisher -------------------------------------------------------------
 
+    @property
+    def committed_seq(self) -> int:
+        """The highest seq committed so far (by this process or an earlier one)."""
+        return self.writer.committed_seq
+
     def add_commit_listener(self, callback: Callable[[int], None]) -> None:
         """``callback(last_seq)`` from the writer thread after each commit. Must not block."""
         self.writer.listeners.append(callback)
@@ -201,6 +262,7 @@ class Store:
         """Treatments (sessions whose infusion started) of this patient in the last 12 months,
         counting the current admission to this bed as one."""
         since = year_before(self.clock.utc_now())
+        patient_id = bound_text(patient_id, column_limit(m.Session, "patient_id"))
         current = and_(m.Session.bed_id == self.bed_id, m.Session.discharged_at.is_(None))
         with self.db.connect() as conn:
             n = conn.execute(
@@ -210,8 +272,10 @@ class Store:
         return int(n or 0) + 1
 
     def responses(self, patient_id: str) -> list[TreatmentResponse]:
-        """Each started treatment of the patient with its pain response, oldest first."""
+        """Each started treatment of the patient with its pain reduction at end of session,
+        oldest first."""
         threshold = self.config.course.response_reduction_pct
+        patient_id = bound_text(patient_id, column_limit(m.Session, "patient_id"))
         with self.db.connect() as conn:
             rows = conn.execute(
                 select(m.Session.id, m.Session.started_at, m.Session.pain_before, m.Session.pain_after)
@@ -221,18 +285,57 @@ class Store:
         return [response_of(r.id, r.started_at, r.pain_before, r.pain_after, threshold) for r in rows]
 
     def trend(self, series: str, since: datetime, until: datetime | None = None) -> list[TrendPoint]:
-        """Downsampled values of ``series`` (a vital name, ``rate_ml_h`` or ``dose_rate_mg_kg_h``)."""
-        q = select(m.Trend.bucket, m.Trend.n, m.Trend.min, m.Trend.mean, m.Trend.max).where(
-            m.Trend.bed_id == self.bed_id, m.Trend.series == series, m.Trend.bucket >= since)
-        if until is not None:
-            q = q.where(m.Trend.bucket < until)
+        """Downsampled values of ``series`` (a vital name, ``rate_ml_h`` or ``dose_rate_mg_kg_h``),
+        oldest first. The bucket being filled now appears when it closes."""
+        return self.trends([series], since, until)[series]
+
+    def trends(self, series: list[str], since: datetime, until: datetime | None = None) -> dict[str, list[TrendPoint]]:
+        """``trend`` for several series on one connection: one key range scan each."""
         with self.db.connect() as conn:
-            rows = conn.execute(q.order_by(m.Trend.bucket)).all()
-        return [TrendPoint(r.bucket, r.n, r.min, r.mean, r.max) for r in rows]
+            if self.db.dialect.name == "sqlite":
+                return _sqlite_trends(conn, self.bed_id, series, since, until)
+            out = {}
+            for name in series:
+                q = select(m.Trend.bucket, m.Trend.n, m.Trend.min, m.Trend.mean, m.Trend.max).where(
+                    m.Trend.bed_id == self.bed_id, m.Trend.series == name, m.Trend.bucket >= since)
+                if until is not None:
+                    q = q.where(m.Trend.bucket < until)
+                out[name] = [TrendPoint(*r) for r in conn.execute(q.order_by(m.Trend.bucket))]
+            return out
+
+
+def _sqlite_trends(conn: Connection, bed_id: str, series: list[str], since: datetime,
+                   until: datetime | None) -> dict[str, list[TrendPoint]]:
+    """The trend query on the driver's cursor: the bucket text is turned into a time once per
+    distinct value (SQLAlchemy's per-row type processing was most of the query's time)."""
+    sql = TREND_SQL.format("" if until is None else " AND bucket < ?")
+    bounds = [_naive(since)] + ([] if until is None else [_naive(until)])
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    out: dict[str, list[TrendPoint]] = {}
+    try:
+        for name in series:
+            points = []
+            for bucket, n, lo, mean, hi in cur.execute(sql, (bed_id, name, *bounds)).fetchall():
+                t = _BUCKETS.get(bucket)
+                if t is None:
+                    if len(_BUCKETS) > 50_000:
+                        _BUCKETS.clear()
+                    t = _BUCKETS[bucket] = datetime.fromisoformat(bucket).replace(tzinfo=UTC)
+                points.append(TrendPoint(t, n, lo, mean, hi))
+            out[name] = points
+    finally:
+        cur.close()
+    return out
+
+
+def _naive(t: datetime) -> str:
+    """A time as the SQLite dialect stores it (naive UTC text), for comparing with stored ones."""
+    return t.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def response_of(session_id: int, started_at: datetime, before: int | None, after: int | None,
                 threshold_pct: float) -> TreatmentResponse:
+    """Pain reduction at end of session, and whether it reached ``threshold_pct``."""
     if before is None or after is None or before == 0:
         return TreatmentResponse(session_id, started_at, before, after, None, None)
     reduction = (before - after) / before * 100.0

@@ -141,3 +141,19 @@ class Bed:
     def flush(self) -> None:
         assert self.store.wait_committed(self.engine.seq, 30.0), f"store did not commit up to seq {self.engine.seq}"
 
+
+
+async def until(cond: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``cond()`` until true; fail after ``timeout`` seconds (generous: never a speed test)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, f"{what} not met in {timeout} s"
+        await asyncio.sleep(0.02)
+
+
+def pg_schema(store: dict[str, Any]) -> str | None:
+    """The throwaway schema of a PostgreSQL ``store_settings`` (None for SQLite)."""
+    url = store.get("url")
+    return url.split("search_path%3D", 1)[1] if url else None

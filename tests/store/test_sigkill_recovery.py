@@ -8,7 +8,10 @@ hold every seq exactly once, with every reading and alarm event in the typed tab
 
 The first test drives a Modbus pump alone; the second plays ``sigkill-with-monitor.toml`` with
 ``monitord sim`` on the pump AND the patient monitor, and kills the daemon after a latching
-alarm has latched: the alarm must still be shown after the restart.
+alarm has latched: the alarm must still be shown after the restart. The third plays
+``sigkill-sedation-nibp.toml``: killed with a latched sedation alarm, an acknowledged high NIBP
+alarm and recorded psychomimetic effects, the restarted daemon shows the same alarms at the same
+priorities and acknowledgement states, and emits no "cleared" and new "raised" for any of them.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ MONITOR_POLL_S = 1.0
 CHECKLIST = {c.id: c.kind == "prompt" for c in load_config().checklist}
 
 
-def _config(tmp: Path, bed: str, pump_driver: str, pump_port: str, monitor_port: str | None = None) -> str:
+def _config(tmp: Path, bed: str, pump_driver: str, pump_port: str, monitor_port: str | None = None,
+            extra: str = "") -> str:
     """The daemon's site file for these tests: the pump, optionally the monitor, no MQTT."""
     monitor = f"""
 [devices.monitor]
@@ -68,7 +72,7 @@ enabled = false
 
 [dashboard]
 socket = "{tmp / 'dash.sock'}"
-"""
+{extra}"""
 
 
 async def _spawn(*args: str, log: Path) -> asyncio.subprocess.Process:
@@ -321,3 +325,76 @@ async def test_sigkill_with_pump_and_monitor_keeps_the_latched_alarm(tmp_path: P
     assert _count(db, vitals.format("<="), killed_at_seq) >= 10
     assert _count(db, vitals.format(">"), rec_seq) >= 3
     assert _count(db, "SELECT count(*) FROM readings WHERE source='vitals' AND sbp IS NOT NULL") >= 2  # NIBP
+
+
+SEDATION_SCENARIO = Path(__file__).with_name("sigkill-sedation-nibp.toml")
+# sedation.rass_high is HIGH but not latching in the shipped defaults; the site file makes it
+# latching so that a *latched* sedation alarm is carried across the kill.
+LATCHING = [*load_config().alarms.latching, "sedation.rass_high"]
+END_OR_NEW = ("raised", "reactivated", "cleared", "reset")
+
+
+def _alarm_set(snap: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """The active-alarm set as the bedside shows it: rule -> (priority, state, acknowledgement)."""
+    return {a["rule_id"]: (a["priority"], a["state"], a["inactivation"]) for a in snap["alarms"]}
+
+
+async def test_sigkill_keeps_sedation_nibp_and_effects_alarms_as_they_were(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "monitord.db"
+    sock = tmp_path / "dash.sock"
+    paths = tmp_path / "ports.json"
+    sim_log, d1_log, d2_log = tmp_path / "sim.log", tmp_path / "daemon1.log", tmp_path / "daemon2.log"
+    sim = await _spawn("-m", "monitord.cli", "sim", "--scenario", str(SEDATION_SCENARIO), "--pump", "modbus",
+                       "--link", str(sock), "--paths-file", str(paths), "--workdir", str(tmp_path), log=sim_log)
+    daemon: asyncio.subprocess.Process | None = None
+    try:
+        await _wait(paths.exists, "the simulator's device paths", 30.0, sim, sim_log)
+        ports = json.loads(paths.read_text())
+        cfg = tmp_path / "site.toml"
+        cfg.write_text(_config(tmp_path, "bed-kill3", ports["pump_protocol"], ports["pump"], ports["monitor"],
+                               extra=f"\n[alarms]\nlatching = {json.dumps(LATCHING)}\n"))
+        daemon = await _spawn("-m", "monitord.cli", "run", "-c", str(cfg), log=d1_log)
+
+        def transitions(rule: str) -> int:
+            return _count(db, "SELECT count(*) FROM alarm_events WHERE rule_id=?", rule)
+
+        latched = "SELECT count(*) FROM alarm_events WHERE rule_id='sedation.rass_high' AND transition='latched'"
+        await _wait(lambda: _count(db, latched) == 1, "sedation.rass_high to latch", 60.0, daemon, d1_log)
+        await _wait(lambda: transitions("vital.sbp_high") >= 1, "the high NIBP alarm", 60.0, daemon, d1_log)
+        await _wait(lambda: transitions("effects.psychomimetic") >= 1, "the effects advisory", 30.0, daemon, d1_log)
+        await _command(sock, ("ack", {"rule_id": "vital.sbp_high"}))
+        acked = "SELECT count(*) FROM alarm_events WHERE rule_id='vital.sbp_high' AND transition='acknowledged'"
+        await _wait(lambda: _count(db, acked) == 1, "the acknowledgement to be stored", 30.0, daemon, d1_log)
+
+        # What the bedside shows just before the kill.
+        before = await _snapshot(sock, lambda s: _alarm_set(s).get("vital.sbp_high", ("", "", ""))[2] == "acknowledged")
+        daemon, killed_at_seq = await _kill_and_restart(daemon, cfg, db, d2_log)
+        rec_seq = _count(db, "SELECT seq FROM events WHERE kind='system' AND json_extract(data,'$.action')='recovered'")
+        # Let the devices speak again (a new cuff measurement included) before comparing.
+        nibp_after = "SELECT count(*) FROM readings WHERE source='vitals' AND sbp IS NOT NULL AND seq > ?"
+        await _wait(lambda: _count(db, nibp_after, rec_seq) >= 1, "a cuff measurement after the restart", 60.0,
+                    daemon, d2_log)
+        after = await _snapshot(sock, lambda s: s["seq"] > rec_seq and "sbp" in s["vitals"])
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 60) == 0, d2_log.read_text()[-3000:]
+    finally:
+        for proc in (daemon, sim):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    wanted = {"sedation.rass_high": ("high", "latched", "enabled"),
+              "vital.sbp_high": ("high", "active", "acknowledged")}
+    assert {k: _alarm_set(before).get(k) for k in wanted} == wanted, before["alarms"]
+    assert "effects.psychomimetic" in _alarm_set(before)
+    # The same set after the restart: rule ids, priorities, states and acknowledgements.
+    assert _alarm_set(after) == _alarm_set(before)
+    assert after["effects"] == before["effects"] == ["dissociation"]
+    assert after["sedation"]["score"] == 0 and after["vitals"]["sbp"]["value"] == 190
+    assert killed_at_seq >= before["seq"]
+    # No transition that ends or starts any of those alarms across the kill and restart.
+    across = _query(db, "SELECT rule_id, transition, seq FROM alarm_events WHERE seq > ? ORDER BY seq", before["seq"])
+    assert [a for a in across if a[0] in _alarm_set(before) and a[1] in END_OR_NEW] == [], across
+    # The effects entry itself is in the record.
+    effects = _query(db, "SELECT effects FROM observations WHERE type='effects'")
+    assert effects == [("dissociation",)]

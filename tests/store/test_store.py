@@ -294,7 +294,7 @@ async def test_treatment_count_and_response(store_settings: dict[str, Any]) -> N
     bed.flush()
 
     resp = bed.store.responses("P-1")
-    assert [(x.pain_before, x.pain_after, x.reduction_pct, x.positive) for x in resp] == [
+    assert [(x.pain_before, x.pain_after, x.reduction_pct, x.reduced_at_end) for x in resp] == [
         (8, 4, 50.0, True), (6, 5, 16.7, False)]
     assert bed.store.treatment_count("someone-else") == 1
 
@@ -337,6 +337,9 @@ async def test_damaged_file_is_moved_aside(tmp_path: Any) -> None:
     assert list(state.glob("monitord.db.corrupt-*"))
     reset = bed.events[0]
     assert reset.kind is EventKind.SYSTEM and reset.data["action"] == "store_reset"
+    assert "moved to" in reset.data["reason"] and reset.data["moved_to"]
+    assert "tech.store_failed" in bed.engine.alarms.alarms  # the record before it is elsewhere: say so
     bed.flush()
-    assert [e.data.get("action") for e in bed.store.events_after(0, 10)] == ["store_reset"]
+    assert [(e.kind.value, e.data.get("action") or e.data.get("rule_id")) for e in bed.store.events_after(0, 10)] == [
+        ("system", "store_reset"), ("system", "output_status"), ("alarm", "tech.store_failed")]
     await bed.stop()
