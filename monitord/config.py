@@ -298,8 +298,9 @@ class CourseConfig(Strict):
     min_duration_h: Annotated[Float, Field(gt=0, le=168)]
     treatments_per_year_review: Annotated[Int, Field(gt=0, le=366)]
     treatments_per_year_max: Annotated[Int, Field(gt=0, le=366)]
-    # Pain reduction (last score after the stop vs last before the start) that counts as a
-    # positive response; the registry reports it per treatment.
+    # Pain reduction at the end of the session (last score after the stop vs last before the
+    # start) that the registry reports per treatment. Not a "positive response": the guideline's
+    # (lines 1606-1616) needs relief sustained over weeks with a functional measure.
     response_reduction_pct: Annotated[Float, Field(gt=0, le=100)] = 30.0
 
 

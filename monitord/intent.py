@@ -386,7 +386,7 @@ def discharge(engine: Engine, item: r.Discharge, now: float) -> None:
                "controlled_record": record_balance(st, engine.config)}
     # The devices stay: their truth belongs to the bed, not the patient.
     keep = {k: getattr(st, k) for k in ("bed_id", "vitals", "device_seen_mono", "device_roles", "nibp_mono",
-                                          "pump", "links", "device_alarms", "out_of_range", "device_back_mono",
+                                          "pump", "links", "device_alarms", "device_alarm_detail", "out_of_range", "device_back_mono",
                                           "infusion_rate_ml_h", "pump_idle_since_mono")}
     engine.state = BedState(**keep, monitoring_started_mono=now)
     session_event(engine, "discharged", actor, **summary)

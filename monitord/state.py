@@ -136,6 +136,7 @@ class BedState:
     pump: PumpStatus | None = None
     links: dict[str, LinkInfo] = field(default_factory=dict)
     device_alarms: dict[str, frozenset[DeviceAlarmCode]] = field(default_factory=dict)
+    device_alarm_detail: dict[str, str] = field(default_factory=dict)  # what the device said, for messages
     # Values a device sent outside the physical range, by vital (cleared by a good value).
     out_of_range: dict[Vital, float] = field(default_factory=dict)
     # When each limit's condition began (limit id or derived key -> mono); rules judge delays from it.

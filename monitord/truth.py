@@ -52,6 +52,10 @@ def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
         accepted[vital.value] = value
         measured = item.nibp_time if vital in r.NIBP_VITALS else item.device_time
         arrived = now - late  # a late frame is as old as its measurement, not as its arrival
+        if vital in r.NIBP_VITALS and item.nibp_time is not None and item.device_time is not None:
+            # an NIBP taken before this frame (first seen on connecting): as old as the measurement
+            taken = (item.device_time - item.nibp_time).total_seconds()
+            arrived -= taken if 0 < taken < MAX_LATE_S else 0.0
         if vital in r.NIBP_VITALS and value is not None:
             prev = st.vitals.get(vital)
             repeated = (prev is not None and prev.value is not None and item.nibp_time is not None
@@ -198,6 +202,7 @@ def device_alarm(engine: Engine, item: r.DeviceAlarm, now: float) -> None:
     if st.device_alarms.get(item.device, frozenset()) == item.active:
         return
     st.device_alarms[item.device] = item.active
+    st.device_alarm_detail[item.device] = item.detail[:200] if item.active else ""
     engine.emit(
         EventKind.DEVICE_ALARM,
         {"device": item.device, "role": item.role.value, "active": sorted(a.value for a in item.active),

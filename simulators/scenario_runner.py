@@ -310,7 +310,7 @@ class ScenarioRunner:
         """What the monitor shows in its next record (continuous values; NIBP is measured apart)."""
         c = self.course
         if self.monitor is not None:
-            self.monitor.flags.ecg_leads_off = r.DeviceAlarmCode.SENSOR_OFF in c.monitor_alarms
+            self.monitor.show_alarms(c.monitor_alarms)  # what the record can carry; the rest is not on the wire
         return c.vitals_at(c.t)
 
     def _sync_nibp(self, t: float) -> None:

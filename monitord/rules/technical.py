@@ -44,7 +44,9 @@ def _device_alarm_check(role: DeviceRole, code: DeviceAlarmCode) -> Check:
     def check(state: BedState, now: float, cfg: Config) -> Finding | None:
         for name in _device_names(state, role):
             if code in state.device_alarms.get(name, frozenset()):
-                return Finding(f"{role.value.capitalize()} {name} reports {code.value.replace('_', ' ')}")
+                detail = state.device_alarm_detail.get(name)
+                return Finding(f"{role.value.capitalize()} {name} reports {code.value.replace('_', ' ')}"
+                               + (f" ({detail})" if detail else ""))
         return None
 
     return check

@@ -124,7 +124,8 @@ def present_conditions(state: BedState, now: float, cfg: Config) -> Iterator[str
     rr = state.fresh(Vital.RR, now, cfg.vitals.stale_after_s)
     if rr is not None and rr <= 0:
         yield NO_BREATH
-    elif capnograph(state, cfg) and monitor_delivering(state, now, cfg) and not breathing_counted(state, now, cfg):
+    elif capnograph(state, cfg) and monitor_delivering(state, now, cfg) and not breathing_counted(state, now, cfg) \
+            and not _monitor_flag(state, r.DeviceAlarmCode.IMPLAUSIBLE):  # EtCO2 withheld, not flat
         et = state.vitals.get(Vital.ETCO2)
         flat = et is None or et.value is None or et.quality is r.Quality.INVALID or et.value <= cfg.vitals.apnoea_etco2_mmhg
         if flat:
@@ -190,8 +191,8 @@ def source_missing(state: BedState, now: float, cfg: Config) -> list[Vital]:
     back = [t for n, t in state.device_back_mono.items() if state.device_roles.get(n) is r.DeviceRole.MONITOR]
     out = []
     for vital, limit_s in cfg.vitals.source_missing_s.items():
-        if vital is Vital.ETCO2 and not capnograph(state, cfg):
-            continue
+        if vital is Vital.ETCO2 and (not capnograph(state, cfg) or _monitor_flag(state, r.DeviceAlarmCode.IMPLAUSIBLE)):
+            continue  # no capnograph; or withheld as implausible, which tech.monitor.implausible says
         v = state.vitals.get(vital)
         last = v.mono if v is not None and v.value is not None and v.quality is not r.Quality.INVALID else 0.0
         since = max([last, state.monitoring_started_mono, *back])

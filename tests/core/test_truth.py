@@ -340,3 +340,30 @@ def test_a_frame_that_arrives_late_is_shown_with_its_true_age(bed: Bed) -> None:
     bed.clock.advance(1)
     bed.engine.submit(r.VitalsReading("monitor", {r.Vital.HR: 73.0}, age_s=1e9))
     assert bed.engine.snapshot()["vitals"]["hr"]["age_s"] == 0.0
+
+
+def test_implausible_ambient_pressure_is_one_technical_alarm_with_the_monitors_words(bed: Bed) -> None:
+    """The monitor withholds EtCO2 computed from an implausible ambient pressure: one technical
+    alarm saying why, no 'EtCO2 missing', no apnoea, nothing towards the combined respiratory alarm."""
+    bed.admit_and_start()
+    bed.run(30)
+    bed.engine.submit(r.DeviceAlarm("monitor", r.DeviceRole.MONITOR, frozenset({r.DeviceAlarmCode.IMPLAUSIBLE}),
+                                    "ambient pressure 101.3 mmHg outside 350-850 mmHg: EtCO2 withheld"))
+    bed.vitals[r.Vital.ETCO2] = None  # type: ignore[assignment]
+    bed.vitals[r.Vital.SPO2] = 93.0
+    bed.run(120)
+    active = bed.active()
+    assert "ambient pressure 101.3" in active["tech.monitor.implausible"]["message"]
+    assert {"tech.etco2_missing", "resp.apnoea", "resp.combined"}.isdisjoint(bed.raised())
+
+
+def test_an_nibp_first_seen_on_connecting_is_as_old_as_its_measurement(bed: Bed) -> None:
+    from datetime import timedelta
+
+    bed.clock.advance(1)
+    now = bed.clock.utc_now()
+    bed.engine.submit(r.VitalsReading("monitor", {r.Vital.HR: 72.0, r.Vital.SBP: 120.0, r.Vital.DBP: 70.0,
+                                                  r.Vital.MAP: 87.0}, device_time=now,
+                                      nibp_time=now - timedelta(seconds=60)))
+    assert bed.engine.snapshot()["vitals"]["sbp"]["age_s"] == pytest.approx(60.0)
+    assert bed.engine.snapshot()["vitals"]["hr"]["age_s"] == 0.0
