@@ -535,9 +535,16 @@ def library() -> list[Path]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", help="scenario files (default: the shipped library)")
     p.add_argument("--events", action="store_true", help="print every alarm event")
+    p.add_argument("--burden", action="store_true",
+                   help="alarm burden on generated realistic 4-hour courses (normal and planted events)")
+    p.add_argument("--seeds", type=int, default=8, help="with --burden: seeds per course kind (default 8)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "burden", False):
+        from monitord import burden  # imports this module: load it only when asked
+
+        return burden.main(args.seeds, events=args.events)
     files = [Path(f) for f in args.files] or library()
     if not files:  # nothing played is not a pass
         print("ERROR no scenario files: give files, or run from a checkout that has scenarios/", file=sys.stderr)

@@ -156,3 +156,26 @@ def test_plasma_estimate_survives_a_restart_and_follows_a_weight_correction(bed:
     assert corrected["weight_kg"] == 90
     assert corrected["delivered_mg"] == pytest.approx(est["delivered_mg"], rel=1e-6)
     assert corrected["concentration_ng_ml"] < est["concentration_ng_ml"]
+
+
+def test_schedule_keeps_its_grid_when_an_observation_is_early_or_late(bed: Bed) -> None:
+    """Due times sit on the protocol's grid from the start: every 15 min in the first hour, then 30.
+    A check a few minutes early does not pull the next one forward; a late one does not push it back."""
+    from monitord.schedule import next_due
+
+    bed.admit_and_start()
+    start = bed.engine.state.start_mono
+    assert start is not None
+
+    def score_at(minute: float) -> float:
+        bed.run(start + minute * 60 - bed.clock.monotonic())
+        bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
+        due = next_due(bed.engine.state, bed.config)
+        assert due is not None
+        return (due - start) / 60
+
+    assert score_at(14) == 30  # a minute early for 15: next at 30
+    assert score_at(33) == 45  # three minutes late for 30: still 45
+    assert score_at(57) == 90  # the last check of the first hour, early: then the 30-min cadence
+    assert score_at(98) == 120  # late for 90: the grid goes on at 120
+    assert score_at(131) == 150
