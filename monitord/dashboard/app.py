@@ -4,6 +4,8 @@ and event log, and the nurse's actions, over the daemon's local link.
 Everything shown comes from the daemon's snapshot; the screen only ages it (a value older than
 its limit is shown as stale, never as current) and says MONITOR NOT RESPONDING when the daemon
 goes quiet. Bursts of snapshots collapse to the latest (``SnapshotArrived.can_replace``).
+Data that arrives before the main screen is mounted, or while the app is shutting down, is
+kept and drawn by the next refresh, never drawn into widgets that do not exist.
 Build it with ``DashboardApp(socket_path=...)``; tests inject data with ``connect=False``.
 """
 
@@ -30,7 +32,7 @@ from textual.widgets import Footer, RichLog, Static
 from monitord.buzzer import AlarmSounder, GpioBuzzer, Output
 from monitord.dashboard import format as fmt
 from monitord.dashboard import modals
-from monitord.dashboard.widgets import AlarmList, PumpPanel, VitalTile, trend_text
+from monitord.dashboard.widgets import AlarmList, PumpPanel, VitalTile, plain, trend_text
 from monitord.link.client import CommandFailed, LinkClient
 
 TREND_WINDOWS_MIN = (30, 60, 120, 240)
@@ -38,6 +40,7 @@ TILES = (("hr", "HR"), ("nibp", "NIBP"), ("spo2", "SpO2"), ("rr", "RR"), ("etco2
 UNITS = {"hr": "/min", "nibp": "mmHg", "spo2": "%", "rr": "/min", "etco2": "mmHg"}
 TREND_KEY = {"hr": "hr", "nibp": "sbp", "spo2": "spo2", "rr": "rr", "etco2": "etco2"}
 LOG_STYLES = {"high": "bold red", "medium": "bold yellow", "low": "cyan", "refused": "bold red", "warning": "bold"}
+LOG_LINES = 500  # the event log's length; also the most events kept while it does not exist yet
 # The event log keeps this many rows (3 lines and its border) when the alarm list grows into it.
 MIN_LOG_HEIGHT = 5
 # NIBP lives one cycle: this default only applies until the daemon's hello gives the real limits.
@@ -46,7 +49,11 @@ DEFAULT_STALE_S = {"sbp": 450.0, "dbp": 450.0, "map": 450.0}
 CSS = """
 Screen { layout: vertical; }
 #header { height: 1; background: $panel; color: $text; text-style: bold; }
-#banner { height: 1; display: none; text-style: bold; }
+/* The nurse's id keeps its place at any width; _header cuts the rest with an ASCII "...". */
+#header-main { width: 1fr; text-wrap: nowrap; text-overflow: clip; }
+#header-nurse { width: auto; padding: 0 0 0 1; }
+/* The not-responding banner wraps so its reason is never cut off. */
+#banner { height: auto; max-height: 3; display: none; text-style: bold; }
 #banner.-link { display: block; background: red; color: white; }
 #banner.-paused { display: block; background: $warning; color: black; }
 #tiles { height: 7; }
@@ -136,8 +143,8 @@ class DashboardApp(App[int]):
         Binding("u", "nurse", "Nurse"),
         # Shown only while the selected alarm is one a physician may override (check_action).
         Binding("o", "override", "Override"),
-        # Ctrl-C quits as in any terminal program; on the bedside tty systemd starts it again.
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        # Quitting leaves the bed without its screen and sound: Ctrl+C (or Ctrl+Q) asks first.
+        Binding("ctrl+c,ctrl+q", "request_quit", "Quit", show=False, priority=True),
         Binding("up", "select(-1)", "Select alarm", show=False),
         Binding("down", "select(1)", "Select alarm", show=False),
     ]
@@ -172,8 +179,10 @@ class DashboardApp(App[int]):
         self.seen_seqs: set[int] = set()
         self.tz: tzinfo | None = ZoneInfo("UTC")
         self._flash_tick = 0
-        self._mounted = False
+        self._mounted = False  # the main screen's widgets exist (set on mount, cleared on unmount)
+        self._early_log: list[dict[str, Any]] = []  # events that arrived before the log existed
         self._can_override = False
+        self._banner_text = ""
         self._started = clock()
         self.link: LinkClient | None = None
         if connect:
@@ -189,8 +198,10 @@ class DashboardApp(App[int]):
     # -- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="header")
-        yield Static("", id="banner")
+        with Horizontal(id="header"):
+            yield Static("", id="header-main", markup=False)
+            yield Static("", id="header-nurse", markup=False)
+        yield Static("", id="banner", markup=False)
         with Horizontal(id="tiles"):
             for key, title in TILES:
                 yield VitalTile(key, title, self.console_mode)
@@ -201,7 +212,7 @@ class DashboardApp(App[int]):
             alarms = AlarmList(id="alarms")
             alarms.border_title = "Alarms"
             yield alarms
-        log = RichLog(id="events", max_lines=500, wrap=False, markup=False)
+        log = RichLog(id="events", max_lines=LOG_LINES, wrap=False, markup=False)
         log.border_title = "Event log"
         log.can_focus = False
         yield log
@@ -210,6 +221,9 @@ class DashboardApp(App[int]):
     def on_mount(self) -> None:
         self._mounted = True
         self.set_class(self.console_mode, "-console")
+        early, self._early_log = self._early_log, []
+        for ev in early:
+            self.apply_event(ev)
         self.refresh_view()
         self.set_interval(1.0, self.refresh_view)
         if self.flash:
@@ -222,6 +236,7 @@ class DashboardApp(App[int]):
             self.push_screen(modals.NurseModal())
 
     async def on_unmount(self) -> None:
+        self._mounted = False
         if self.sounder is not None:
             await self.sounder.stop()
         if self.link is not None:
@@ -242,6 +257,11 @@ class DashboardApp(App[int]):
 
     def _link_state(self, up: bool) -> None:
         self.call_later(self.refresh_view)
+
+    def view_ready(self) -> bool:
+        """Whether the main screen's widgets can be drawn into: not before they are mounted,
+        not once the app is shutting down (their snapshot is kept and drawn on the next refresh)."""
+        return self._mounted and self.is_running and self.default_screen.is_attached
 
     def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
         self.apply_snapshot(message.snapshot)
@@ -281,6 +301,10 @@ class DashboardApp(App[int]):
         self.refresh_view()
 
     def apply_event(self, ev: dict[str, Any]) -> None:
+        if not self.view_ready():  # the log does not exist yet: keep the event for it
+            self._early_log.append(ev)
+            del self._early_log[:-LOG_LINES]
+            return
         seq = ev.get("seq")
         if isinstance(seq, int):
             if seq in self.seen_seqs:
@@ -327,7 +351,7 @@ class DashboardApp(App[int]):
         return list((self.snapshot or {}).get("alarms", []))
 
     def refresh_view(self) -> None:
-        if not self._mounted:
+        if not self.view_ready():
             return
         snap = self.snapshot or {}
         alive = self.responding()
@@ -347,17 +371,24 @@ class DashboardApp(App[int]):
         return float(t) + (self._elapsed() if snap.get("status") == "running" and self.responding() else 0.0)
 
     def _header(self, snap: dict[str, Any]) -> None:
+        """Bed, patient, status, drug and care area, cut from the end to fit; the nurse's id
+        on the right always shows whole."""
         p, o = snap.get("patient") or {}, snap.get("order") or {}
-        parts = [f"{snap.get('bed_id') or self.hello.get('bed_id') or '?'} {snap.get('care_area', '')}"]
-        if p:
-            parts.append(f"{p.get('id')} {p.get('weight_kg'):g} kg")
-        else:
-            parts.append("no patient")
+        parts = [str(snap.get("bed_id") or self.hello.get("bed_id") or "?")]
+        parts.append(f"{p.get('id')} {fmt.amount(p.get('weight_kg'))} kg" if p else "no patient")
+        parts.append(str(snap.get("status") or "?").upper())
         if o:
-            parts.append(f"{o.get('drug')} {o.get('concentration_mg_ml'):g} mg/mL")
-        parts.append((snap.get("status") or "?").upper())
-        parts.append(f"RN {self.nurse or '?'}")
-        self.query_one("#header", Static).update(" | ".join(parts))
+            parts.append(f"{o.get('drug')} {fmt.amount(o.get('concentration_mg_ml'))} mg/mL")
+        if snap.get("care_area"):
+            parts.append(str(snap["care_area"]))
+        nurse = f"| RN {self.nurse or '?'}"
+        header = self.query_one("#header")
+        room = header.size.width - len(nurse) - 1 if header.size.width else 10_000
+        main = " | ".join(parts)
+        if len(main) > room:
+            main = main[: max(0, room - 3)] + "..."
+        self.query_one("#header-main", Static).update(plain(main))
+        self.query_one("#header-nurse", Static).update(plain(nurse))
 
     def _banner(self, snap: dict[str, Any], alive: bool) -> None:
         banner = self.query_one("#banner", Static)
@@ -365,16 +396,19 @@ class DashboardApp(App[int]):
         was = banner.classes & {"-link", "-paused"}
         banner.set_class(not alive, "-link")
         banner.set_class(alive and bool(audio.get("paused")), "-paused")
-        if banner.classes & {"-link", "-paused"} != was:
-            self.call_after_refresh(self._fit_alarms)
+        text = ""
         if not alive:
-            why = self.link.last_error if self.link is not None and self.link.last_error else "no heartbeat"
-            banner.update(f"!!! MONITOR NOT RESPONDING - values are not current ({why})")
+            text = f"!!! MONITOR NOT RESPONDING - values are not current ({self._why_not_responding()})"
         elif audio.get("paused"):
             left = float(audio.get("pause_remaining_s") or 0) - self._elapsed()
-            banner.update(f"AUDIO PAUSED {fmt.countdown(left)} - alarms still shown")
-        else:
-            banner.update("")
+            text = f"AUDIO PAUSED {fmt.countdown(left)} - alarms still shown"
+        if banner.classes & {"-link", "-paused"} != was or text != self._banner_text:
+            self._banner_text = text
+            banner.update(plain(text))
+            self.call_after_refresh(self._fit_alarms)
+
+    def _why_not_responding(self) -> str:
+        return (self.link.why_not_responding() if self.link is not None else "") or "no heartbeat"
 
     def _tile_states(self) -> dict[str, str]:
         states: dict[str, str] = {}
@@ -427,6 +461,8 @@ class DashboardApp(App[int]):
             tile.show(shown, detail, state, trend)
 
     def _alarm_list(self) -> None:
+        if not self.view_ready():
+            return
         alarms = self._alarms()
         self.selected = min(self.selected, max(0, len(alarms) - 1))
         flash_on = {"high": True, "medium": True}
@@ -435,8 +471,14 @@ class DashboardApp(App[int]):
             flash_on = {"high": self._flash_tick % 2 == 0, "medium": (self._flash_tick // 3) % 2 == 0}
         selected = self._selected_alarm()
         can_override = selected is not None and self.overridable(str(selected.get("rule_id")))
+        unknown = ""
+        if self.snapshot is None:
+            unknown = "no data from the monitor yet"
+        elif not self.responding():
+            unknown = "the monitor is not responding"
         widget = self.query_one(AlarmList)
-        widget.show(alarms, self.selected, flash_on, hint="o: physician override" if can_override else "")
+        widget.show(alarms, self.selected, flash_on, hint="o: physician override" if can_override else "",
+                    unknown=unknown)
         if can_override != self._can_override:
             self._can_override = can_override
             self.refresh_bindings()
@@ -445,11 +487,14 @@ class DashboardApp(App[int]):
         self.call_after_refresh(self._fit_alarms)
 
     def on_resize(self) -> None:
+        self.call_after_refresh(self.refresh_view)
         self.call_after_refresh(self._fit_alarms)
 
     def _fit_alarms(self) -> None:
         """Grow the alarm list (and the infusion panel beside it) into the event log until
         every alarm's message shows whole, keeping a few log lines; never below the CSS height."""
+        if not self.view_ready():
+            return
         middle = self.query_one("#middle")
         log = self.query_one("#events")
         widget = self.query_one(AlarmList)
@@ -479,7 +524,7 @@ class DashboardApp(App[int]):
         try:
             await self.send(kind, **fields)
         except CommandFailed as exc:
-            self.notify(f"NOT RECORDED: {exc}", severity="error", timeout=10)
+            self.notify(f"NOT RECORDED: {exc}", severity="error", timeout=10, markup=False)
 
     async def action_ack(self) -> None:
         alarms = self._alarms()
@@ -487,8 +532,11 @@ class DashboardApp(App[int]):
             self.notify("No alarm to acknowledge", severity="warning")
             return
         alarm = alarms[min(self.selected, len(alarms) - 1)]
-        kind = "reset" if alarm.get("state") == "latched" else "ack"
-        await self._quick(kind, rule_id=alarm["rule_id"])
+        if alarm.get("state") == "latched":
+            await self._quick("reset", rule_id=alarm["rule_id"])
+        else:
+            # The occurrence the nurse saw: the daemon refuses the ack if the alarm was raised again since.
+            await self._quick("ack", rule_id=alarm["rule_id"], alarm_seq=alarm.get("occurrence_seq"))
 
     async def action_audio_pause(self) -> None:
         await self._quick("audio_pause")
@@ -537,6 +585,17 @@ class DashboardApp(App[int]):
         i = TREND_WINDOWS_MIN.index(self.trend_minutes)
         self.trend_minutes = TREND_WINDOWS_MIN[(i + 1) % len(TREND_WINDOWS_MIN)]
         self.refresh_view()
+
+    def action_request_quit(self) -> None:
+        """Ask before leaving the bed without its screen; a second Ctrl+C while asking does nothing."""
+        if isinstance(self.screen, modals.QuitModal):
+            return
+
+        def chosen(yes: bool | None) -> None:
+            if yes:
+                self.exit(0)
+
+        self.push_screen(modals.QuitModal(), chosen)
 
     def action_session(self) -> None:
         def chosen(name: str | None) -> None:

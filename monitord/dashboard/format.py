@@ -109,15 +109,22 @@ def _session_text(d: dict[str, Any]) -> str:
     if action == "admitted":
         p = d.get("patient") or {}
         flags = "".join(f", {f}" for f in ("elderly", "comorbid") if p.get(f))
-        return f"Admitted {p.get('id')}, {amount(p.get('weight_kg'))} kg, {p.get('age_years')} y{flags}"
+        confirmed = f" (confirmed after: {d['weight_confirmed']})" if d.get("weight_confirmed") else ""
+        return f"Admitted {p.get('id')}, {amount(p.get('weight_kg'))} kg, {p.get('age_years')} y{flags}{confirmed}"
+    if action == "weight_confirmed":
+        entered = d.get("previous_entry_kg")
+        was = f" (entry was {amount(entered)} kg)" if entered is not None and entered != d.get("weight_kg") else ""
+        return f"Weight {amount(d.get('weight_kg'))} kg confirmed{was}"
     if action == "order_set":
         o = d.get("order") or {}
         bolus = f"bolus {amount(o['bolus_mg'])} mg" if o.get("bolus_mg") else "no bolus"
         if o.get("bolus_mg") and d.get("bolus_mg_kg") is not None:
             bolus += f" ({amount(d['bolus_mg_kg'])} mg/kg)"
         syringe = f", {amount(o['syringe_ml'])} mL syringe" if o.get("syringe_ml") else ""
+        confirmed = f"; confirmed: {d.get('verdict')}" if d.get("confirmed") else ""
         return (f"Order {o.get('drug')} {amount(o.get('concentration_mg_ml'))} mg/mL at "
-                f"{amount(o.get('rate_ml_h'))} mL/h = {amount(d.get('dose_rate_mg_kg_h'))} mg/kg/h, {bolus}{syringe}")
+                f"{amount(o.get('rate_ml_h'))} mL/h = {amount(d.get('dose_rate_mg_kg_h'))} mg/kg/h, {bolus}{syringe}"
+                f"{confirmed}")
     if action == "baseline_captured":
         base = ", ".join(f"{VITAL_LABEL.get(k, k)} {amount(v)}" for k, v in (d.get("baseline") or {}).items())
         return f"Baseline captured{' at start' if d.get('at_start') else ''}: {base or 'none'}"
@@ -128,33 +135,54 @@ def _session_text(d: dict[str, Any]) -> str:
         return f"Physician override of {d.get('rule_id')} {who}: {d.get('reason')}"
     if action == "checklist":
         answers = d.get("answers") or {}
-        yes = [k for k, v in answers.items() if v]
+        yes = [words(k) for k, v in answers.items() if v]
         return f"Checklist: {len(answers)} answered, yes: {', '.join(yes) or 'none'}"
     if action == "treatment_count":
-        return f"Treatments in last 12 months: {d.get('count')}"
+        last = f", last weight {amount(d['last_weight_kg'])} kg" if d.get("last_weight_kg") is not None else ""
+        return f"Treatments in last 12 months: {d.get('count')}{last}"
     if action in ("started", "resumed"):
         return f"Infusion {action}"
     if action == "paused":
         return "Infusion paused" + (f": {d['reason']}" if d.get("reason") else "")
     if action == "stopped":
-        return f"Infusion stopped ({d.get('reason') or 'no reason given'}), {_total(d)}"
+        still = " - THE PUMP IS STILL INFUSING" if d.get("pump_infusing") else ""
+        return f"Infusion stopped ({d.get('reason') or 'no reason given'}), {_total(d)}{still}"
     if action == "discharged":
-        return f"Discharged {d.get('patient_id')}, {_total(d)}"
+        unmet = ", ".join(words(c) for c in d.get("criteria_unmet") or [])
+        why = f"; criteria not met: {unmet} (reason: {d.get('reason') or 'none given'})" if unmet else ""
+        return f"Discharged {d.get('patient_id')}, {_total(d)}{why}"
+    if action == "escort_confirmed":
+        return "Escort confirmed" + (f": {d['name']}" if d.get("name") else "")
+    if action in ("controlled_dispensed", "controlled_wasted"):
+        return (f"Controlled drug {action.removeprefix('controlled_')}: {amount(d.get('volume_ml'))} mL = "
+                f"{amount(d.get('mg'))} mg, witness {d.get('witness')}")
+    if action == "controlled_record_closed":
+        return (f"Controlled-drug record closed: dispensed {amount(d.get('dispensed_mg'))} mg, infused "
+                f"{amount(d.get('infused_mg'))} mg, wasted {amount(d.get('wasted_mg'))} mg, witness {d.get('witness')}")
     return words(action).capitalize() + _rest(d, ("action", "actor"))
 
 
 def _observation_text(d: dict[str, Any]) -> str:
     kind = d.get("type")
     if kind == "sedation":
-        return f"Sedation {str(d.get('scale')).upper()} {d.get('score')}"
+        late = f" ({age(d['late_s'])} late)" if (d.get("late_s") or 0) >= 60 else ""
+        return f"Sedation {str(d.get('scale')).upper()} {d.get('score')}{late}"
     if kind == "pain":
         return f"Pain {d.get('score')}/10"
     if kind == "effects":
-        effects = ", ".join(words(e) for e in d.get("effects", [])) or "none (resolved)"
+        seen = d.get("effects") or []
+        effects = ", ".join(words(e) for e in seen) + (f" - {d['severity']}" if d.get("severity") else "") \
+            if seen else "none (resolved)"
         return f"Effects: {effects}" + (f" ({d['note']})" if d.get("note") else "")
     if kind == "rescue":
         reason = f" ({d['reason']})" if d.get("reason") else ""
         return f"Rescue {d.get('drug')} {amount(d.get('dose_mg'))} mg {d.get('route')}{reason}"
+    if kind == "manual_bolus":
+        note = f" ({d['note']})" if d.get("note") else ""
+        return (f"Hand bolus {d.get('drug')} {amount(d.get('dose_mg'))} mg ({amount(d.get('dose_mg_kg'))} mg/kg) "
+                f"{d.get('route')}{note}")
+    if kind == "discharge_score":
+        return f"Discharge score {str(d.get('scale')).upper()} {d.get('total')}/10"
     return words(kind).capitalize() + _rest(d, ("type", "actor"))
 
 
@@ -174,7 +202,8 @@ def _system_text(d: dict[str, Any], tz: tzinfo | None) -> tuple[str, str]:
             return f"Output {d.get('component')} working again", "info"
         return f"OUTPUT FAULT {d.get('component')}: {d.get('detail') or 'failed'}", "refused"
     if action == "store_reset":
-        return (f"EVENT STORE RESET ({d.get('reason')}): old records moved to {d.get('moved_to')}", "refused")
+        moved = f": old records moved to {d['moved_to']}" if d.get("moved_to") else ""
+        return (f"EVENT STORE RESET ({d.get('reason')}){moved}", "refused")
     if action == "mqtt_command_refused":
         who = "/".join(str(x) for x in (d.get("station"), d.get("user")) if x) or "unknown station"
         alarm = f" for {d['rule_id']}" if d.get("rule_id") else ""
@@ -198,11 +227,17 @@ def event_line(ev: dict[str, Any], tz: tzinfo | None = None) -> tuple[str, str]:
     if kind == "alarm":
         return _alarm_text(d, f" by {actor}" if by else "")
     if kind == "session":
-        return _session_text(d) + ("" if d.get("action") == "override" else by), "info"
+        action = d.get("action")
+        style = "warning" if (action == "stopped" and d.get("pump_infusing")) or \
+            (action == "discharged" and d.get("criteria_unmet")) else "info"
+        return _session_text(d) + ("" if action == "override" else by), style
     if kind == "observation":
         return _observation_text(d) + by, "info"
     if kind == "rejected":
-        return f"NOT RECORDED: {d.get('reason')} ({words(d.get('action'))}{f' by {actor}' if by else ''})", "refused"
+        who = f"{words(d.get('action'))}{f' by {actor}' if by else ''}"
+        if d.get("confirmation_required"):
+            return f"NOT RECORDED until confirmed: {d.get('reason')} ({who})", "warning"
+        return f"NOT RECORDED: {d.get('reason')} ({who})", "refused"
     if kind == "link":
         state = str(d.get("state"))
         errors = f", {d['protocol_errors']} protocol errors" if d.get("protocol_errors") else ""

@@ -1,22 +1,33 @@
 """Entry screens. Each collects fields, sends its command(s) through the app and closes only
-when the daemon accepted them; a refusal is shown in the screen, in the daemon's words."""
+when the daemon accepted them; a refusal is shown in the screen, in the daemon's words. When
+the daemon asks for confirmation (a dose above the monitored-setting threshold or the soft
+limit, a weight that may be wrong), ``ConfirmEntryModal`` shows what it computed and the entry
+is sent again with ``confirm`` only after the nurse's explicit yes. Every text that comes from
+outside (ids, messages, the site's checklist) is shown as plain text, never as markup."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, Select, SelectionList, Static
+from textual.widgets import Footer, Input, Label, Select, Static
 
-from monitord.link.client import CommandFailed
+from monitord.dashboard import format as fmt
+from monitord.dashboard.widgets import YesNoList, plain
+from monitord.intent import ACTOR_RE, RESERVED_ACTORS
+from monitord.link.client import CommandFailed, NeedsConfirmation
 
 if TYPE_CHECKING:
     from monitord.dashboard.app import DashboardApp
 
 ROUTES = ["IV", "IM", "PO", "SL", "IN", "SC"]
+# Commands the daemon may ask to have confirmed (sent again with ``confirm: true``).
+CONFIRMABLE = frozenset({"admit", "order", "start"})
+SEVERITIES = ("mild", "moderate", "severe")
 
 
 class EntryError(ValueError):
@@ -45,10 +56,10 @@ class EntryModal(ModalScreen[bool]):
         box = VerticalScroll(classes="dialog")
         box.can_focus = False  # focus goes to the first field
         with box:
-            yield Label(self.heading, classes="dialog-title")
+            yield Label(plain(self.heading), classes="dialog-title")
             yield from self.fields()
-            yield Static("", id="error", classes="dialog-error")
-            yield Label(self.HINT, classes="dialog-hint")
+            yield Static("", id="error", classes="dialog-error", markup=False)
+            yield Label(plain(self.HINT), classes="dialog-hint")
         yield Footer()
 
     def fields(self) -> ComposeResult:
@@ -60,7 +71,7 @@ class EntryModal(ModalScreen[bool]):
 
     def show_error(self, text: str) -> None:
         err = self.query_one("#error", Static)
-        err.update(text)
+        err.update(plain(text))
         err.set_class(bool(text), "-shown")
 
     async def action_save(self) -> None:
@@ -69,13 +80,35 @@ class EntryModal(ModalScreen[bool]):
         except EntryError as exc:
             self.show_error(str(exc))
             return
-        for kind, fields in todo:
+        await self.send_all(todo)
+
+    async def send_all(self, todo: list[tuple[str, dict[str, Any]]]) -> None:
+        """Send in order; stop at the first refusal. A command the daemon wants confirmed is
+        shown with what it computed and, on the nurse's yes, sent again with ``confirm``."""
+        for i, (kind, fields) in enumerate(todo):
             try:
                 await self.dash.send(kind, **fields)
+            except NeedsConfirmation as exc:
+                if kind not in CONFIRMABLE or fields.get("confirm"):
+                    self.show_error(f"NOT RECORDED: {exc}")
+                    return
+                self.ask_confirmation(kind, str(exc), exc.preview, [(kind, {**fields, "confirm": True}), *todo[i + 1:]])
+                return
             except CommandFailed as exc:
                 self.show_error(f"NOT RECORDED: {exc}")
                 return
         self.dismiss(True)
+
+    def ask_confirmation(self, kind: str, message: str, preview: dict[str, Any],
+                         then: list[tuple[str, dict[str, Any]]]) -> None:
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                self.show_error("")
+                await self.send_all(then)
+            else:
+                self.show_error(f"NOT RECORDED (not confirmed): {message}")
+
+        self.app.push_screen(ConfirmEntryModal(kind, message, preview), answered)
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -110,6 +143,10 @@ class NurseModal(EntryModal):
         if not nurse:
             self.show_error("Enter your staff id")
             return
+        # The daemon's own rule for ids (docs/events.md): refuse here, before any action is lost.
+        if not ACTOR_RE.match(nurse) or nurse.lower() in RESERVED_ACTORS:
+            self.show_error("Staff id: 1-64 letters, digits, spaces or . _ @ / - (starting with a letter or digit)")
+            return
         self.dash.nurse = nurse
         self.dismiss(True)
 
@@ -118,7 +155,8 @@ class SedationModal(EntryModal):
     HEADING = "Sedation score"
 
     def fields(self) -> ComposeResult:
-        yield Select([("RASS (+4 .. -5)", "rass"), ("POSS (S=0, 1 .. 4)", "poss")], value=self.dash.sedation_scale,
+        yield Select([(Text("RASS (+4 .. -5)"), "rass"), (Text("POSS (S=0, 1 .. 4)"), "poss")],
+                     value=self.dash.sedation_scale,
                      allow_blank=False, id="scale")
         yield Input(placeholder="score, e.g. -1 (RASS) or 2 (POSS)", id="score", type="integer")
 
@@ -143,16 +181,21 @@ class PainModal(EntryModal):
 
 class EffectsModal(EntryModal):
     HEADING = "Psychomimetic / side effects seen now (Space toggles; none = resolved)"
-    HINT = "Space: toggle   Tab: note   Ctrl+S or Enter in note: save   Esc: cancel"
+    HINT = "Space: toggle   Tab: severity, note   Ctrl+S or Enter in note: save   Esc: cancel"
 
     def fields(self) -> ComposeResult:
-        current = set((self.dash.snapshot or {}).get("effects", []))
-        yield SelectionList[str](*[(e.replace("_", " "), e, e in current) for e in self.dash.effect_names], id="effects")
+        snap = self.dash.snapshot or {}
+        current = set(snap.get("effects", []))
+        yield YesNoList([(fmt.words(e), e, e in current) for e in self.dash.effect_names], id="effects")
+        severity = snap.get("effects_severity") if snap.get("effects_severity") in SEVERITIES else "mild"
+        yield Select([(Text(f"severity: {s}"), s) for s in SEVERITIES], value=severity, allow_blank=False,
+                     id="severity")
         yield Input(placeholder="note (optional)", id="note")
 
     def commands(self) -> list[tuple[str, dict[str, Any]]]:
-        chosen = list(self.query_one("#effects", SelectionList).selected)
-        return [("effects", {"effects": chosen, "note": self.text("note")})]
+        chosen = list(self.query_one("#effects", YesNoList).selected)
+        return [("effects", {"effects": chosen, "severity": str(self.query_one("#severity", Select).value),
+                             "note": self.text("note")})]
 
 
 class RescueModal(EntryModal):
@@ -160,9 +203,10 @@ class RescueModal(EntryModal):
 
     def fields(self) -> ComposeResult:
         drugs = self.dash.rescue_medications
-        yield Select([(d, d) for d in drugs], value=drugs[0] if drugs else Select.NULL, allow_blank=not drugs, id="drug")
+        yield Select([(Text(d), d) for d in drugs], value=drugs[0] if drugs else Select.NULL, allow_blank=not drugs,
+                     id="drug")
         yield Input(placeholder="dose, mg", id="dose", type="number")
-        yield Select([(r, r) for r in ROUTES], value="IV", allow_blank=False, id="route")
+        yield Select([(Text(r), r) for r in ROUTES], value="IV", allow_blank=False, id="route")
 
     def on_mount(self) -> None:
         self.query_one("#dose", Input).focus()
@@ -182,7 +226,7 @@ class AdmitModal(EntryModal):
         yield Input(placeholder="patient id", id="patient")
         yield Input(placeholder="weight, kg", id="weight", type="number")
         yield Input(placeholder="age, years", id="age", type="integer")
-        yield SelectionList[str](("significant comorbidity (stricter dose limits)", "comorbid"), id="flags")
+        yield YesNoList([("significant comorbidity (stricter dose limits)", "comorbid", False)], id="flags")
 
     def commands(self) -> list[tuple[str, dict[str, Any]]]:
         pid = self.text("patient")
@@ -190,7 +234,7 @@ class AdmitModal(EntryModal):
             raise EntryError("Enter the patient id")
         return [("admit", {"patient_id": pid, "weight_kg": self.number("weight", "the weight in kg"),
                            "age_years": self.number("age", "the age", integer=True),
-                           "comorbid": "comorbid" in self.query_one("#flags", SelectionList).selected})]
+                           "comorbid": "comorbid" in self.query_one("#flags", YesNoList).selected})]
 
 
 class OrderModal(EntryModal):
@@ -199,13 +243,13 @@ class OrderModal(EntryModal):
     def fields(self) -> ComposeResult:
         drug = self.dash.drug
         concs = drug.get("concentrations_mg_ml", [])
-        yield Label(f"Drug: {drug.get('name', 'ketamine')}")
-        yield Select([(f"{c:g} mg/mL", c) for c in concs], value=concs[0] if concs else Select.NULL,
+        yield Label(plain(f"Drug: {drug.get('name', 'ketamine')}"))
+        yield Select([(Text(f"{c:g} mg/mL"), c) for c in concs], value=concs[0] if concs else Select.NULL,
                      allow_blank=not concs, id="conc")
         yield Input(placeholder="rate, mL/h", id="rate", type="number")
         yield Input(placeholder="bolus, mg (0 or blank: none)", id="bolus", type="number")
         sizes = drug.get("syringe_sizes_ml", [])
-        yield Select([(f"{s:g} mL syringe", s) for s in sizes], prompt="syringe (optional)", id="syringe")
+        yield Select([(Text(f"{s:g} mL syringe"), s) for s in sizes], prompt="syringe (optional)", id="syringe")
 
     def on_mount(self) -> None:
         self.query_one("#rate", Input).focus()
@@ -225,24 +269,24 @@ class OrderModal(EntryModal):
 
 
 class ChecklistModal(EntryModal):
-    HEADING = "Pre-infusion checklist: select every item that applies (yes)"
+    HEADING = "Pre-infusion checklist: mark YES every item that applies; the rest are recorded no"
     HINT = "Space: yes/no   Tab: next field   Ctrl+S: save   Esc: cancel"
 
     def fields(self) -> ComposeResult:
         answers = (self.dash.snapshot or {}).get("checklist", {})
         items = self.dash.checklist
-        yield SelectionList[str](
-            *[(("[C] " if c["kind"] == "contraindication" else "[?] ") + c["text"], c["id"], bool(answers.get(c["id"])))
-              for c in items],
+        yield YesNoList(
+            [(("[C] " if c["kind"] == "contraindication" else "[?] ") + c["text"], c["id"], bool(answers.get(c["id"])))
+             for c in items],
             id="items",
         )
-        yield Label("[C] contraindication: a yes needs a physician override")
+        yield Label(plain("[C] contraindication: a yes needs a physician override"))
         with Vertical(id="override"):
             yield Input(placeholder="physician id (override)", id="physician")
             yield Input(placeholder="override reason", id="reason")
 
     def commands(self) -> list[tuple[str, dict[str, Any]]]:
-        chosen = set(self.query_one("#items", SelectionList).selected)
+        chosen = set(self.query_one("#items", YesNoList).selected)
         answers = {c["id"]: c["id"] in chosen for c in self.dash.checklist}
         todo: list[tuple[str, dict[str, Any]]] = [("checklist", {"answers": answers})]
         contra = [c["id"] for c in self.dash.checklist if c["kind"] == "contraindication" and answers[c["id"]]]
@@ -272,7 +316,7 @@ class OverrideModal(EntryModal):
         return f"Physician override of {self.rule_id}"
 
     def fields(self) -> ComposeResult:
-        yield Label(self.message)
+        yield Label(plain(self.message))
         yield Input(placeholder="physician id (who decided)", id="physician")
         yield Input(placeholder="reason", id="reason")
 
@@ -306,7 +350,7 @@ class ReasonModal(EntryModal):
 
 
 class ConfirmModal(EntryModal):
-    """A yes/no before an action with no fields (start, resume, baseline, discharge)."""
+    """A yes/no before an action with no fields (start, resume, baseline)."""
 
     HINT = "Enter or y: confirm   Esc or n: cancel"
     BINDINGS = [
@@ -325,6 +369,94 @@ class ConfirmModal(EntryModal):
 
     def commands(self) -> list[tuple[str, dict[str, Any]]]:
         return [(self.kind, {})]
+
+
+class DischargeModal(EntryModal):
+    """The daemon's discharge criteria, each marked MET or NOT MET in words, and the reason the
+    daemon requires when one is not met."""
+
+    HEADING = "Discharge the patient from this bed"
+
+    def fields(self) -> ComposeResult:
+        readiness = (self.dash.snapshot or {}).get("discharge") or {}
+        criteria = readiness.get("criteria") or []
+        for c in criteria:
+            detail = f": {c['detail']}" if c.get("detail") else ""
+            yield Static(plain(f"{'MET    ' if c.get('met') else 'NOT MET'}  {fmt.words(c.get('id'))}{detail}"),
+                         classes="criterion")
+        ready = bool(readiness.get("ready"))
+        yield Input(placeholder="reason (optional)" if ready else "reason (required: a criterion is not met)",
+                    id="reason")
+
+    def commands(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("discharge", {"reason": self.text("reason")})]
+
+
+class ConfirmEntryModal(ModalScreen[bool]):
+    """What the daemon computed for an entry it wants confirmed: dose in mg/kg/h and mg/h and
+    the care-area verdict, or the weight and the one it was checked against. Only ``y``
+    confirms: an Enter pressed out of habit must not record it."""
+
+    TITLES: ClassVar[dict[str, str]] = {"order": "Confirm the order", "start": "Confirm the start of the infusion",
+                                        "admit": "Confirm the weight"}
+    BINDINGS = [
+        Binding("y", "answer(True)", "Confirm"),
+        Binding("n,escape", "answer(False)", "Back to the entry"),
+    ]
+
+    def __init__(self, kind: str, message: str, preview: dict[str, Any]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.message = message
+        self.preview = preview
+
+    def lines(self) -> list[str]:
+        p = self.preview
+        if "dose_mg_kg_h" in p:
+            out = [f"Dose       {fmt.amount(p['dose_mg_kg_h'])} mg/kg/h   ({fmt.amount(p.get('dose_mg_h'))} mg/h)"]
+            if p.get("bolus_mg_kg"):
+                out.append(f"Bolus      {fmt.amount(p['bolus_mg_kg'])} mg/kg")
+            out.append(f"Care area  {p.get('care_area') or '?'}")
+            out.append(f"Verdict    {p.get('verdict') or '?'}")
+            return out
+        if "weight_kg" in p:
+            out = [f"Weight entered        {fmt.amount(p['weight_kg'])} kg"]
+            if p.get("previous_weight_kg") is not None:
+                out.append(f"Last recorded weight  {fmt.amount(p['previous_weight_kg'])} kg")
+            return out
+        return []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(plain(self.TITLES.get(self.kind, "Confirm")), classes="dialog-title")
+            for line in self.lines():
+                yield Static(plain(line), classes="confirm-line")
+            yield Static(plain(self.message), classes="confirm-message")
+            yield Static(plain("y: confirm and record   n or Esc: back to the entry"), classes="dialog-hint")
+        yield Footer()
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class QuitModal(ModalScreen[bool]):
+    """Ctrl+C asks: quitting leaves the bed without this screen and its alarm sound."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Quit"),
+        Binding("n,escape", "answer(False)", "Stay"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(plain("Quit the bedside dashboard?"), classes="dialog-title")
+            yield Static(plain("The daemon keeps monitoring, but this screen and its alarm sound stop until the "
+                               "dashboard is started again."))
+            yield Static(plain("y: quit   n or Esc: stay"), classes="dialog-hint")
+        yield Footer()
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
 
 
 SESSION_ACTIONS = [
@@ -350,10 +482,10 @@ class SessionMenu(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Infusion", classes="dialog-title")
+            yield Label(plain("Infusion"), classes="dialog-title")
             for key, _name, label in SESSION_ACTIONS:
-                yield Label(f" {key}  {label}")
-            yield Label("Esc: close", classes="dialog-hint")
+                yield Label(plain(f" {key}  {label}"))
+            yield Label(plain("Esc: close"), classes="dialog-hint")
         yield Footer()
 
     def action_pick(self, name: str | None) -> None:
@@ -365,6 +497,7 @@ def session_screen(name: str) -> EntryModal:
         "admit": AdmitModal,
         "order": OrderModal,
         "checklist": ChecklistModal,
+        "discharge": DischargeModal,
     }.get(name, lambda: _simple(name))()
 
 
@@ -375,6 +508,5 @@ def _simple(name: str) -> EntryModal:
         "baseline": "Capture the current vitals as the pre-infusion baseline?",
         "start": "Start the infusion (the pump must be started on the pump)?",
         "resume": "Resume the infusion?",
-        "discharge": "Discharge the patient from this bed?",
     }[name]
     return ConfirmModal(name, question)

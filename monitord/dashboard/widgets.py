@@ -1,5 +1,6 @@
 """The pieces of the main screen. Each takes plain data (parts of the daemon's snapshot) in
-``show`` and never talks to the link itself."""
+``show`` and never talks to the link itself. Text that comes from outside (ids, messages,
+the daemon's words, the site's checklist) is shown with ``plain``, never parsed as markup."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Digits, Static
+from textual.widgets import Digits, SelectionList, Static
+from textual.widgets.selection_list import Selection
 
 from monitord.dashboard import format as fmt
 
@@ -27,6 +30,33 @@ _SEG = {
 
 TREND_GLYPHS = "▁▂▃▄▅▆▇█"
 TREND_GLYPHS_ASCII = "_.-~=+*#"
+
+
+def plain(text: object) -> Content:
+    """Text shown exactly as it is: ``P-[/]`` or ``[b]x`` are characters, not markup."""
+    return Content(str(text))
+
+
+class YesNoList(SelectionList[str]):
+    """A selection list whose items say their state in a word as well as by the colour of the
+    box (``YES`` / ``no``): the state never rests on colour alone. Space toggles."""
+
+    def __init__(self, items: Sequence[tuple[str, str, bool]], *, yes: str = "YES", no: str = "no",
+                 **kw: Any) -> None:
+        self._texts = {value: text for text, value, _ in items}
+        self._words = (yes, no)
+        super().__init__(*[Selection(self._prompt(text, on), value, on) for text, value, on in items], **kw)
+
+    def _prompt(self, text: str, on: bool) -> Content:
+        width = max(map(len, self._words))
+        word = (self._words[0] if on else self._words[1]).ljust(width)
+        return Content.assemble((word, "bold" if on else "dim"), "  ", text)
+
+    def on_selection_list_selected_changed(self, _event: SelectionList.SelectedChanged[str]) -> None:
+        chosen = set(self.selected)
+        for i in range(self.option_count):
+            value = self.get_option_at_index(i).value
+            self.replace_option_prompt_at_index(i, self._prompt(self._texts[value], value in chosen))
 
 
 def ascii_digits(text: str) -> str:
@@ -48,11 +78,11 @@ class BigNumber(Widget):
         self.ascii_only = console
 
     def compose(self) -> ComposeResult:
-        yield Static(ascii_digits("--")) if self.ascii_only else Digits("--")
+        yield Static(ascii_digits("--"), markup=False) if self.ascii_only else Digits("--")
 
     def set(self, text: str) -> None:
         if self.ascii_only:
-            self.query_one(Static).update(ascii_digits(text))
+            self.query_one(Static).update(plain(ascii_digits(text)))
         else:
             self.query_one(Digits).update(text)
 
@@ -109,22 +139,22 @@ class VitalTile(Vertical):
     def _draw_trend(self) -> None:
         if self._trend is not None:
             line = self.query_one(".tile-trend", Static)
-            line.update(self._trend(max(0, self.content_region.width), max(1, line.size.height)))
+            line.update(plain(self._trend(max(0, self.content_region.width), max(1, line.size.height))))
 
     def on_resize(self) -> None:
         self._draw_trend()
 
     def compose(self) -> ComposeResult:
         yield BigNumber(self.ascii_only, classes="tile-value")
-        yield Static("", classes="tile-detail")
-        yield Static("", classes="tile-trend")
+        yield Static("", classes="tile-detail", markup=False)
+        yield Static("", classes="tile-trend", markup=False)
 
     def show(self, value: str, detail: str, state: str, trend: Callable[[int, int], str]) -> None:
         """``state``: ``ok``, ``stale``, or the highest alarm priority on this vital; ``trend``
         draws the trend for a width and height (redrawn when the tile is resized)."""
         self._trend = trend
         self.query_one(BigNumber).set(value)
-        self.query_one(".tile-detail", Static).update(detail)
+        self.query_one(".tile-detail", Static).update(plain(detail))
         self._draw_trend()
         for cls in ("ok", "stale", "high", "medium", "low", "advisory"):
             self.set_class(cls == state, f"-{cls}")
@@ -185,7 +215,7 @@ class AlarmList(Static):
     grows the list towards it)."""
 
     INDENT = 12  # the selection mark and the priority word
-    _shown: tuple[list[dict[str, Any]], int, dict[str, bool], str] = ([], 0, {}, "")
+    _shown: tuple[list[dict[str, Any]], int, dict[str, bool], str, str] = ([], 0, {}, "", "")
 
     class Wanted(Message):
         """The lines the list needs to show every alarm whole changed."""
@@ -283,18 +313,27 @@ class AlarmList(Static):
             detail = fit_detail(len(detail) + spare)
         return rows, hidden, detail
 
-    def show(self, alarms: list[dict[str, Any]], selected: int, flash_on: dict[str, bool], hint: str = "") -> None:
-        """``hint``: a key the selected alarm offers (shown before its rule id). Lines fill the
-        list's width and height, redrawn when it is resized."""
-        self._shown = (alarms, selected, flash_on, hint)
+    def show(self, alarms: list[dict[str, Any]], selected: int, flash_on: dict[str, bool], hint: str = "",
+             unknown: str = "") -> None:
+        """``hint``: a key the selected alarm offers (shown before its rule id). ``unknown``: why
+        the alarm state is not known now (the monitor is not responding); it leads the list and
+        the alarms below it are the last known ones. Lines fill the list's width and height,
+        redrawn when it is resized."""
+        self._shown = (alarms, selected, flash_on, hint, unknown)
         width = max(self.INDENT + 8, self.content_region.width)
         height = self.content_region.height or 10_000  # not laid out yet: as if all fit
+        notice = _wrap(f"ALARM STATE UNKNOWN: {unknown}" + ("; last known alarms:" if alarms else ""), width) \
+            if unknown else []
         t = Text()
         if not alarms:
-            t.append("No active alarms", style="dim")
-            self._want(1)
+            if notice:
+                t.append("\n".join(notice), style="bold reverse")
+            else:
+                t.append("No active alarms", style="dim")
+            self._want(max(1, len(notice)))
             self.update(t)
             return
+        height = max(1, height - len(notice))
         selected = selected if 0 <= selected < len(alarms) else -1
         blocks = [self._entry(a, i == selected, width) for i, a in enumerate(alarms)]
         detail: list[str] = []
@@ -302,9 +341,9 @@ class AlarmList(Static):
             a = alarms[selected]
             source = f"{hint + '  ' if hint else ''}{a.get('rule_id')} ({a.get('kind')}): {a.get('source', '')}"
             detail = ["  " + line for line in _wrap(source, width - 2)]
-        self._want(sum(map(len, blocks)) + min(1, len(detail)))  # the source may be cut short
+        self._want(len(notice) + sum(map(len, blocks)) + min(1, len(detail)))  # the source may be cut short
         rows, hidden, detail = self._layout(blocks, selected, height, detail, width)
-        out: list[list[tuple[str, str]]] = []  # lines of (text, style) pieces
+        out: list[list[tuple[str, str]]] = [[(line.ljust(width)[:width], "bold reverse")] for line in notice]
         for i, lines in rows:
             prio = alarms[i].get("priority", "advisory")
             style = _ALARM_STYLES[f"alarm-{prio}" if flash_on.get(prio, True) else f"alarm-{prio}-off"]

@@ -27,6 +27,16 @@ class CommandFailed(Exception):
     """The daemon refused a command, or could not be asked; the message says why."""
 
 
+class NeedsConfirmation(CommandFailed):
+    """The daemon will accept the command only when it is sent again with ``confirm=True``;
+    ``preview`` is what the nurse must see first (computed dose and care-area verdict, or the
+    weight and the one it was checked against)."""
+
+    def __init__(self, message: str, preview: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.preview = preview
+
+
 class LinkClient:
     def __init__(
         self,
@@ -63,6 +73,17 @@ class LinkClient:
             return False
         tick_s = float((self.hello or {}).get("config", {}).get("tick_s", 1.0))
         return self.evaluated_age_s is None or self.evaluated_age_s <= self.not_responding_after_s + tick_s
+
+    def why_not_responding(self) -> str:
+        """What the not-responding banner says after its headline (empty while responding)."""
+        if not self.connected or self.last_heard is None:
+            return self.last_error or "not connected to the monitor"
+        quiet = self.clock() - self.last_heard
+        if quiet > self.not_responding_after_s:
+            return f"nothing heard from the monitor for {quiet:.0f} s"
+        if not self.responding():
+            return f"the monitor stopped evaluating its alarm rules {self.evaluated_age_s:.0f} s ago"
+        return ""
 
     # -- connection -------------------------------------------------------------------------
 
@@ -157,4 +178,8 @@ class LinkClient:
         finally:
             self._pending.pop(msg_id, None)
         if not reply.get("ok"):
-            raise CommandFailed(str(reply.get("error") or "refused"))
+            error = str(reply.get("error") or "refused")
+            if reply.get("needs_confirmation"):
+                preview = reply.get("preview")
+                raise NeedsConfirmation(error, preview if isinstance(preview, dict) else {})
+            raise CommandFailed(error)

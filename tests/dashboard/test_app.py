@@ -128,6 +128,14 @@ async def test_infusion_life_cycle_from_the_menu(bed: Bed) -> None:
         await pilot.press("enter")
         await saved("stop")
         await menu("d")
+        await until(pilot, lambda: isinstance(app.screen, modals.DischargeModal), "the discharge screen")
+        criteria = [str(w.render()) for w in app.screen.query(".criterion")]
+        assert "MET      infusion stopped" in criteria
+        assert any(c.startswith("NOT MET  observed after stop: 0 of ") for c in criteria), criteria
+        await pilot.press("enter")  # not every criterion is met: the daemon wants a reason
+        error = app.screen.query_one("#error", Static)
+        await until(pilot, lambda: "give a reason" in str(error.render()), "the request for a reason")
+        await type_in(pilot, "transfer to the ward")
         await pilot.press("enter")
         await saved("discharge")
     actions = [(e.data["action"], e.data["actor"]) for e in bed.of("session") if e.data["actor"] != "system"]
@@ -136,6 +144,7 @@ async def test_infusion_life_cycle_from_the_menu(bed: Bed) -> None:
                        ("stopped", "N1"), ("discharged", "N1")]
     assert bed.of("session", action="paused", reason="nausea")
     assert bed.of("session", action="stopped", reason="done")
+    assert bed.of("session", action="discharged", reason="transfer to the ward")
 
 
 async def test_refusal_is_shown_in_the_modal_which_stays_open(bed: Bed) -> None:
@@ -187,6 +196,7 @@ async def test_nurse_entries_reach_the_engine(bed: Bed) -> None:
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, modals.EffectsModal), "the effects screen")
         await pilot.press("space", "down", "down", "space", "tab")  # hallucinations, vivid dreams
+        await pilot.press("enter", "down", "enter", "tab")  # severity: mild -> moderate
         await type_in(pilot, "brief")
         await pilot.press("enter")
         await until(pilot, lambda: bool(bed.of("observation", type="effects")), "the effects")
@@ -201,6 +211,7 @@ async def test_nurse_entries_reach_the_engine(bed: Bed) -> None:
     assert sed == {"type": "sedation", "scale": "rass", "score": -2, "actor": "N3"}
     eff = bed.of("observation", type="effects")[0].data
     assert eff["effects"] == ["hallucinations", "vivid_dreams"] and eff["note"] == "brief" and eff["actor"] == "N3"
+    assert eff["severity"] == "moderate"
     rescue = bed.of("observation", type="rescue")[0].data
     assert (rescue["drug"], rescue["dose_mg"], rescue["route"], rescue["actor"]) == ("midazolam", 1.5, "IV", "N3")
     assert bed.engine.state.sedation is not None and bed.engine.state.sedation.actor == "N3"
@@ -307,7 +318,7 @@ async def test_physician_overrides_the_icu_soft_dose_limit_from_the_alarm_list(i
         bed.loop.put(r.PumpReading("pump", r.PumpState.RUNNING, 210.0, 1.0, drug="ketamine", concentration_mg_ml=1.0))
         await until(pilot, lambda: any(a["rule_id"] == "dose.soft_max_icu" for a in app._alarms()), "the dose alarm")
         alarms = str(app.query_one("#alarms", Static).render())
-        assert "!! MEDIUM  Dose 3 mg/kg/h is above 2 mg/kg/h" in alarms and "o: physician override" in alarms
+        assert "!! MEDIUM  Dose 3 mg/kg/h exceeds 2 mg/kg/h" in alarms and "o: physician override" in alarms
         assert app._alarms()[app.selected]["rule_id"] == "dose.soft_max_icu"
         await until(pilot, lambda: "Override" in footer_keys(app), "the override key in the footer")
 
@@ -335,3 +346,79 @@ async def test_physician_overrides_the_icu_soft_dose_limit_from_the_alarm_list(i
         ("dose.soft_max_icu", "DR5", "N1")
     assert bed.of("rejected", action="Override", actor="DR5")
     assert bed.of("alarm", rule_id="dose.soft_max_icu", transition="cleared")
+
+
+def dialog_text(app: DashboardApp) -> str:
+    return "\n".join(str(w.render()) for w in app.screen.query(Static))
+
+
+async def test_dose_needing_confirmation_is_shown_and_sent_again_only_after_yes(bed: Bed) -> None:
+    """1 mg/kg/h in an outpatient bed needs a monitored unit: the daemon asks for confirmation.
+    The nurse sees mg/kg/h, mg/h and the care-area verdict; Enter or n records nothing; y
+    sends the order again with confirm, and the same for the start."""
+    bed.loop.put(vitals())
+    bed.engine.submit(r.Admit("P-1001", 70.0, 45, "N1"))
+    bed.engine.submit(r.ChecklistAnswers({c.id: False for c in bed.engine.config.checklist}, "N1"))
+    app = make_app(bed)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await connected(pilot, app)
+        await pilot.press("i", "o")
+        await until(pilot, lambda: isinstance(app.screen, modals.OrderModal), "the order screen")
+        await type_in(pilot, "70")  # mL/h of 1 mg/mL at 70 kg
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, modals.ConfirmEntryModal), "the confirmation")
+        shown = dialog_text(app)
+        assert "Confirm the order" in shown
+        assert "Dose       1 mg/kg/h   (70 mg/h)" in shown
+        assert "Care area  outpatient-infusion" in shown
+        assert "Verdict    >= 1 mg/kg/h needs a monitored unit; this bed is outpatient-infusion" in shown
+        await pilot.press("enter")  # a habitual Enter does not confirm
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, modals.ConfirmEntryModal) and bed.engine.state.order is None
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, modals.OrderModal), "back to the order")
+        error = app.screen.query_one("#error", Static)
+        assert "NOT RECORDED (not confirmed)" in str(error.render()) and bed.engine.state.order is None
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, modals.ConfirmEntryModal), "the confirmation again")
+        await pilot.press("y")
+        await until(pilot, lambda: not isinstance(app.screen, modals.EntryModal | modals.ConfirmEntryModal),
+                    "the order to be recorded")
+        assert bed.engine.state.order is not None and bed.engine.state.order.rate_ml_h == 70.0
+        assert bed.of("session", action="order_set", actor="N1", confirmed=True)
+
+        await pilot.press("i", "s")
+        await until(pilot, lambda: isinstance(app.screen, modals.ConfirmModal), "the start question")
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, modals.ConfirmEntryModal), "the dose confirmation")
+        assert "Confirm the start of the infusion" in dialog_text(app) and "1 mg/kg/h   (70 mg/h)" in dialog_text(app)
+        assert bed.engine.state.status is SessionStatus.ADMITTED
+        await pilot.press("y")
+        await until(pilot, lambda: bed.engine.state.status is SessionStatus.RUNNING, "the start")
+        await until(pilot, lambda: not isinstance(app.screen, modals.EntryModal | modals.ConfirmEntryModal),
+                    "the dialogs to close")
+    assert [e.data["action"] for e in bed.of("rejected", actor="N1")] == ["SetOrder", "SetOrder", "StartInfusion"]
+    assert all(e.data["confirmation_required"] for e in bed.of("rejected"))
+
+
+async def test_weight_needing_confirmation_is_confirmed_at_admission(bed: Bed) -> None:
+    app = make_app(bed)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await connected(pilot, app)
+        await pilot.press("i", "a")
+        await until(pilot, lambda: isinstance(app.screen, modals.AdmitModal), "the admit screen")
+        await type_in(pilot, "P-2002")
+        await pilot.press("tab")
+        await type_in(pilot, "154")
+        await pilot.press("tab")
+        await type_in(pilot, "60")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, modals.ConfirmEntryModal), "the weight confirmation")
+        shown = dialog_text(app)
+        assert "Confirm the weight" in shown and "Weight entered        154 kg" in shown
+        assert "is it kilograms, not pounds?" in shown
+        assert bed.engine.state.patient is None
+        await pilot.press("y")
+        await until(pilot, lambda: bed.engine.state.patient is not None, "the admission")
+    assert bed.engine.state.patient is not None and bed.engine.state.patient.weight_kg == 154.0
+    assert bed.of("session", action="admitted", actor="N1")[0].data["weight_confirmed"]

@@ -13,6 +13,7 @@ from monitord.clock import FakeClock
 from monitord.config import load_config
 from monitord.dashboard.format import event_line
 from monitord.engine import Engine, Refused
+from monitord.errors import ConfirmationRequired
 
 V = r.Vital
 
@@ -29,9 +30,16 @@ def engine_events() -> list[dict[str, Any]]:
     engine.submit(r.LinkStatus("pump", pump, r.LinkState.GARBLED, "bad checksum", protocol_errors=3))
     engine.submit(r.DeviceAlarm("pump", pump, frozenset({r.DeviceAlarmCode.OCCLUSION}), "downstream"))
     engine.submit(r.DeviceAlarm("pump", pump, frozenset()))
+    with pytest.raises(ConfirmationRequired):  # 154 kg with no history: pounds?
+        engine.submit(r.Admit("P-1001", 154.0, 72, "N1", comorbid=True))
     engine.submit(r.Admit("P-1001", 70.0, 72, "N1", comorbid=True))
-    engine.submit(r.TreatmentCount(3))
+    engine.submit(r.TreatmentCount(3, last_weight_kg=71.0))
+    engine.submit(r.ConfirmWeight(70.0, "N1"))
+    with pytest.raises(ConfirmationRequired):  # 3 mg/kg/h in the ICU: the nurse must confirm
+        engine.submit(r.SetOrder("ketamine", 1.0, 210.0, "N1"))
+    engine.submit(r.SetOrder("ketamine", 1.0, 210.0, "N1", confirm=True))
     engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "N1", bolus_mg=7.0, syringe_ml=50.0, confirm=True))
+    engine.submit(r.ControlledDrug("dispensed", "N1", "N2", volume_ml=50.0))
     engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in engine.config.checklist} | {"pregnancy": True},
                                      "N1"))
     engine.submit(r.Override("checklist.pregnancy", "DR5", "test negative", entered_by="N1"))
@@ -42,9 +50,10 @@ def engine_events() -> list[dict[str, Any]]:
     engine.submit(r.ResumeInfusion("N1"))
     engine.submit(r.SedationScore(r.SedationScale.RASS, -1, "N1"))
     engine.submit(r.PainScore(4, "N1"))
-    engine.submit(r.PsychomimeticEffects(frozenset({r.Effect.VIVID_DREAMS}), "N1", note="brief"))
+    engine.submit(r.PsychomimeticEffects(frozenset({r.Effect.VIVID_DREAMS}), "N1", note="brief", severity="moderate"))
     engine.submit(r.PsychomimeticEffects(frozenset(), "N1"))
     engine.submit(r.RescueMedication("midazolam", 1.0, "IV", "N1", reason="dysphoria"))
+    engine.submit(r.ManualBolus(7.0, "N1", route="IV", note="breakthrough pain"))
     clock.advance(5)
     engine.submit(r.VitalsReading("monitor", {V.HR: 72, V.SPO2: 80}))
     clock.advance(11)
@@ -56,6 +65,8 @@ def engine_events() -> list[dict[str, Any]]:
     engine.submit(r.OutputStatus("mqtt", False, "broker unreachable"))
     engine.submit(r.OutputStatus("mqtt", True))
     engine.submit(r.StopInfusion("N1", reason="course complete"))
+    engine.submit(r.DischargeScore("padss", {"vitals": 2, "activity": 2, "nausea": 2, "pain": 1, "bleeding": 2}, "N1"))
+    engine.submit(r.EscortConfirmed("N1", name="J. Doe"))
     engine.submit(r.Discharge("N1", reason="end of the test course"))
     engine.record_system("store_reset", reason="database unreadable", moved_to="/var/lib/monitord/bad.db")
     engine.record_system("mqtt_command_refused", topic="monitord/bed-01/ack", station="cs-1", user="RN9",
@@ -79,10 +90,19 @@ EXPECTED = [
     ("link", "pump (pump) link GARBLED (unreadable data): bad checksum, 3 protocol errors", "warning"),
     ("device_alarm", "pump (pump) reports: OCCLUSION (downstream)", "warning"),
     ("device_alarm", "pump (pump) device alarms cleared", "info"),
+    ("rejected", "NOT RECORDED until confirmed: Weight 154 kg is above 130 kg: is it kilograms, not pounds? Confirm "
+                 "(admit by N1)", "warning"),
     ("session", "Admitted P-1001, 70 kg, 72 y, elderly, comorbid [N1]", "info"),
-    ("session", "Treatments in last 12 months: 3", "info"),
+    ("session", "Treatments in last 12 months: 3, last weight 71 kg", "info"),
+    ("session", "Weight 70 kg confirmed [N1]", "info"),
+    ("rejected", "NOT RECORDED until confirmed: 3 mg/kg/h (210 mg/h): exceeds 2 mg/kg/h: ICU with a physician override. "
+                 "Confirm to record the order (set order by N1)", "warning"),
+    ("session", "Order ketamine 1 mg/mL at 210 mL/h = 3 mg/kg/h, no bolus; confirmed: exceeds 2 mg/kg/h: ICU with a "
+                "physician override [N1]", "info"),
     ("session", "Order ketamine 1 mg/mL at 35 mL/h = 0.5 mg/kg/h, bolus 7 mg (0.1 mg/kg), 50 mL syringe [N1]", "info"),
-    ("session", "Checklist: 1 answered, yes: pregnancy [N1]", "info"),
+    ("session", "Controlled drug dispensed: 50 mL = 50 mg, witness N2 [N1]", "info"),
+    # Every item is answered (Start needs it); a yes to a prompt item means the test was done.
+    ("session", "Checklist: 11 answered, yes: pregnancy, ecg cv risk, liver tests [N1]", "info"),
     ("session", "Physician override of checklist.pregnancy by DR5, entered by N1: test negative", "info"),
     ("session", "Baseline captured: HR 72, SBP 120, DBP 80, MAP 93, SpO2 98 [N1]", "info"),
     ("session", "Infusion started [N1]", "info"),
@@ -90,9 +110,10 @@ EXPECTED = [
     ("session", "Infusion resumed [N1]", "info"),
     ("observation", "Sedation RASS -1 [N1]", "info"),
     ("observation", "Pain 4/10 [N1]", "info"),
-    ("observation", "Effects: vivid dreams (brief) [N1]", "info"),
+    ("observation", "Effects: vivid dreams - moderate (brief) [N1]", "info"),
     ("observation", "Effects: none (resolved) [N1]", "info"),
     ("observation", "Rescue midazolam 1 mg IV (dysphoria) [N1]", "info"),
+    ("observation", "Hand bolus ketamine 7 mg (0.1 mg/kg) IV (breakthrough pain) [N1]", "info"),
 ]
 
 
@@ -115,7 +136,7 @@ def test_alarm_lines_carry_priority_rule_transition_and_actor(lines: list[tuple[
 
 
 def test_refusal_leads_with_the_reason(lines: list[tuple[str, str, str]]) -> None:
-    [(text, style)] = [(t, s) for k, t, s in lines if k == "rejected"]
+    [(text, style)] = [(t, s) for k, t, s in lines if k == "rejected" and s == "refused"]
     assert text == "NOT RECORDED: Pain score 11 is not on the 0-10 scale (pain score by N1)" and style == "refused"
 
 
@@ -123,7 +144,12 @@ def test_session_end_and_system_lines(lines: list[tuple[str, str, str]]) -> None
     texts = {text: style for _, text, style in lines}
     stopped = next(t for t in texts if t.startswith("Infusion stopped"))
     assert stopped.startswith("Infusion stopped (course complete), total ") and " mg over 0:00:" in stopped
-    assert next(t for t in texts if t.startswith("Discharged P-1001, total "))
+    assert texts["Discharge score PADSS 9/10 [N1]"] == "info"
+    assert texts["Escort confirmed: J. Doe [N1]"] == "info"
+    # Discharged before every criterion was met: which ones, and the reason, stand out.
+    discharged = next(t for t in texts if t.startswith("Discharged P-1001, total "))
+    assert discharged.endswith("; criteria not met: observed after stop, alert (reason: end of the test course) [N1]")
+    assert texts[discharged] == "warning"
     assert texts["OUTPUT FAULT mqtt: broker unreachable"] == "refused"
     assert texts["Output mqtt working again"] == "info"
     assert texts["EVENT STORE RESET (database unreadable): old records moved to /var/lib/monitord/bad.db"] == "refused"

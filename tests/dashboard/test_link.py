@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from monitord import readings as r
+from monitord.link.protocol import COMMANDS
 from monitord.link.server import DashboardServer
 from monitord.state import SessionStatus
 from tests.dashboard.conftest import Bed, admit_and_order, make_config, vitals
@@ -188,36 +189,93 @@ async def test_stale_socket_file_is_replaced_and_live_one_is_left_alone(bed: Bed
 
 
 async def test_commands_map_every_type(bed: Bed) -> None:
-    """Each protocol command reaches the engine as its typed input."""
+    """Each protocol command reaches the engine as its typed input, with its optional fields."""
     bed.loop.put(vitals())
     c = await Raw.connect(bed.socket)
+    checklist = {item.id: item.id == "pregnancy" for item in bed.config.checklist}
     steps: list[dict[str, Any]] = [
-        {"type": "admit", "patient_id": "P-7", "weight_kg": 70, "age_years": 40},
-        {"type": "order", "drug": "ketamine", "concentration_mg_ml": 1.0, "rate_ml_h": 35, "bolus_mg": 0, "syringe_ml": 50},
-        {"type": "checklist", "answers": {"pregnancy": True, "cv_unstable": False}},
-        {"type": "override", "rule_id": "checklist.pregnancy", "reason": "Not pregnant: test negative today"},
+        {"type": "admit", "patient_id": "P-7", "weight_kg": 70, "age_years": 40, "comorbid": False, "elderly": None,
+         "previous_weight_kg": None, "confirm": False},
+        {"type": "confirm_weight", "weight_kg": 70},
+        {"type": "order", "drug": "ketamine", "concentration_mg_ml": 1.0, "rate_ml_h": 35, "bolus_mg": 0,
+         "syringe_ml": 50, "planned_duration_min": 240, "confirm": False},
+        {"type": "checklist", "answers": checklist},
+        {"type": "override", "rule_id": "checklist.pregnancy", "reason": "Not pregnant: test negative today",
+         "entered_by": "N6"},
+        {"type": "controlled", "action": "dispensed", "witness": "N6", "volume_ml": 50},
         {"type": "baseline"},
-        {"type": "start"},
+        {"type": "start", "confirm": False},
         {"type": "sedation", "scale": "rass", "score": -1},
         {"type": "pain", "score": 4},
-        {"type": "effects", "effects": ["dizziness", "nausea"], "note": "mild"},
-        {"type": "rescue", "drug": "ondansetron", "dose_mg": 4, "route": "IV"},
+        {"type": "effects", "effects": ["dizziness", "nausea"], "note": "mild", "severity": "moderate"},
+        {"type": "rescue", "drug": "ondansetron", "dose_mg": 4, "route": "IV", "reason": "nausea"},
+        {"type": "manual_bolus", "dose_mg": 5, "route": "IV", "note": "breakthrough pain"},
         {"type": "pause", "reason": "patient request"},
         {"type": "resume"},
         {"type": "stop", "reason": "course complete"},
-        {"type": "discharge"},
+        {"type": "discharge_score", "scale": "padss", "items": {"vitals": 2, "activity": 2, "nausea": 2, "pain": 2,
+                                                                "bleeding": 2}},
+        {"type": "escort", "name": "J. Doe"},
     ]
     for i, step in enumerate(steps):
         reply = await c.ask(id=i, actor="N5", **step)
         assert reply["ok"], (step, reply)
     actions = [e.data["action"] for e in bed.of("session", actor="N5")]
-    assert actions == ["admitted", "order_set", "checklist", "override", "baseline_captured", "started", "paused", "resumed",
-                       "stopped", "discharged"]
-    assert bed.of("session", action="override", rule_id="checklist.pregnancy", reason="Not pregnant: test negative today")
-    assert [e.data["type"] for e in bed.of("observation", actor="N5")] == ["sedation", "pain", "effects", "rescue"]
-    # Alarm commands: with nothing sounding the engine says so, in words.
-    for kind, extra in (("audio_pause", {}), ("ack", {"rule_id": "vital.hr_high"}), ("reset", {"rule_id": "vital.hr_high"})):
+    assert actions == ["admitted", "weight_confirmed", "order_set", "checklist", "override", "controlled_dispensed",
+                       "baseline_captured", "started", "paused", "resumed", "stopped", "escort_confirmed"]
+    assert bed.of("session", action="override", rule_id="checklist.pregnancy", reason="Not pregnant: test negative today",
+                  entered_by="N6")
+    assert [e.data["type"] for e in bed.of("observation", actor="N5")] == \
+        ["sedation", "pain", "effects", "rescue", "manual_bolus", "discharge_score"]
+    assert bed.of("observation", type="effects", severity="moderate")
+    assert bed.engine.state.order is not None and bed.engine.state.order.planned_duration_min == 240
+
+    # Alarm commands. The ack names the occurrence it saw: an older one is refused as stale.
+    alarm = bed.engine.snapshot()["alarms"][0]
+    stale = await c.ask(type="ack", id="stale", actor="N5", rule_id=alarm["rule_id"], alarm_seq=0)
+    assert stale["ok"] is False and "stale" in stale["error"], stale
+    ack = await c.ask(type="ack", id="ack", actor="N5", rule_id=alarm["rule_id"], alarm_seq=alarm["occurrence_seq"])
+    assert ack["ok"], ack
+    assert bed.of("alarm", rule_id=alarm["rule_id"], transition="acknowledged", actor="N5")
+    for kind, extra in (("audio_pause", {}), ("reset", {"rule_id": "vital.hr_high"})):
         reply = await c.ask(type=kind, id=kind, actor="N5", **extra)
         assert reply["ok"] is False and ("No alarm" in reply["error"]), reply
     assert r.AudioPause.__name__ in {e.data["action"] for e in bed.of("rejected")}
+    release = await c.ask(type="interlock_release", id="il", actor="N5", reason="breathing well again")
+    assert release["ok"] is False and "nothing to release" in release["error"], release  # the interlock is off
+
+    # Discharge before every criterion is met needs a reason; with one it is recorded.
+    no = await c.ask(type="discharge", id="d1", actor="N5")
+    assert no["ok"] is False and "give a reason" in no["error"], no
+    yes = await c.ask(type="discharge", id="d2", actor="N5", reason="transfer to the ward")
+    assert yes["ok"], yes
+    assert bed.of("session", action="discharged", actor="N5", reason="transfer to the ward")
+    assert {step["type"] for step in steps} | {"ack", "audio_pause", "reset", "interlock_release", "discharge"} == set(COMMANDS)
+    await c.close()
+
+
+async def test_confirmation_is_asked_with_the_computed_dose_and_given_with_confirm(bed: Bed) -> None:
+    """An order above the monitored-setting threshold in an outpatient bed: the reply carries the
+    engine's preview; the same order with ``confirm`` is recorded, and so is the start."""
+    bed.loop.put(vitals())
+    c = await Raw.connect(bed.socket)
+    assert (await c.ask(type="admit", id=1, actor="N5", patient_id="P-8", weight_kg=70, age_years=40))["ok"]
+    order = {"type": "order", "actor": "N5", "drug": "ketamine", "concentration_mg_ml": 1.0, "rate_ml_h": 70}
+    ask = await c.ask(id=2, **order)
+    assert ask["ok"] is False and ask["needs_confirmation"] is True
+    preview = ask["preview"]
+    assert (preview["dose_mg_kg_h"], preview["dose_mg_h"], preview["care_area"]) == (1.0, 70.0, "outpatient-infusion")
+    assert "needs a monitored unit" in preview["verdict"] and "needs a monitored unit" in ask["error"]
+    assert bed.engine.state.order is None
+    assert (await c.ask(id=3, confirm=True, **order))["ok"]
+    assert bed.of("session", action="order_set", confirmed=True)
+    answers = {item.id: False for item in bed.config.checklist}
+    assert (await c.ask(type="checklist", id=4, actor="N5", answers=answers))["ok"]
+    start = await c.ask(type="start", id=5, actor="N5")
+    assert start["ok"] is False and start["needs_confirmation"] is True and start["preview"]["dose_mg_kg_h"] == 1.0
+    assert (await c.ask(type="start", id=6, actor="N5", confirm=True))["ok"]
+    assert bed.engine.state.status is SessionStatus.RUNNING
+    # A plain refusal carries no confirmation.
+    no = await c.ask(type="pain", id=7, actor="N5", score=11)
+    assert no["ok"] is False and "needs_confirmation" not in no
     await c.close()
