@@ -113,7 +113,9 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
 
     async def count_treatments(patient_id: str) -> None:
         try:
-            loop.put(TreatmentCount(await asyncio.to_thread(store.treatment_count, patient_id)))
+            count = await asyncio.to_thread(store.treatment_count, patient_id)
+            last_weight = await asyncio.to_thread(store.last_weight_kg, patient_id)
+            loop.put(TreatmentCount(count, last_weight))
         except Exception:  # the course rule then stays silent; the store reports its own health
             log.exception("treatment count for %s failed", patient_id)
 

@@ -215,7 +215,8 @@ def admit(engine: Engine, item: r.Admit, now: float) -> None:
     st.monitoring_started_mono = now
     st.admitted_mono = now
     st.weight_check = None
-    st.weight_confirmed = item.confirm or previous is not None
+    # checked against a history only when the nurse saw one; the registry's last weight is checked later
+    st.weight_confirmed = previous is not None
     session_event(engine, "admitted", actor, patient=engine.patient_dict(),
                   **({"weight_confirmed": warning} if warning else {}))
 

@@ -271,6 +271,17 @@ class Store:
             ).scalar()
         return int(n or 0) + 1
 
+    def last_weight_kg(self, patient_id: str) -> float | None:
+        """The weight recorded at this patient's latest earlier admission (any bed), if any."""
+        patient_id = bound_text(patient_id, column_limit(m.Session, "patient_id"))
+        current = and_(m.Session.bed_id == self.bed_id, m.Session.discharged_at.is_(None))
+        with self.db.connect() as conn:
+            w = conn.execute(
+                select(m.Session.weight_kg).where(m.Session.patient_id == patient_id, not_(current))
+                .order_by(m.Session.admitted_at.desc()).limit(1)
+            ).scalar()
+        return float(w) if w is not None else None
+
     def responses(self, patient_id: str) -> list[TreatmentResponse]:
         """Each started treatment of the patient with its pain reduction at end of session,
         oldest first."""

@@ -137,8 +137,9 @@ def test_concentration_mismatch_message_gives_the_dose_at_pump_concentration(bed
 def test_rate_differs_from_order(bed: Bed) -> None:
     bed.admit_and_start(rate=35)
     bed.set_pump(r.PumpState.RUNNING, 45)
-    bed.run(4)
-    assert "pump.rate_mismatch" not in bed.raised()  # 5 s delay
+    delay = bed.config.ketamine.rate_mismatch_delay_s  # time to key the new rate in at the pump
+    bed.run(int(delay) - 1)
+    assert "pump.rate_mismatch" not in bed.raised()
     bed.run(2)
     assert "pump.rate_mismatch" in bed.raised()
 

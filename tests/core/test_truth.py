@@ -47,7 +47,7 @@ def test_pump_running_after_stop_alarms_and_stop_does_not_end_dose_rules(bed: Be
 def test_pause_recorded_never_clears_an_alarm_whose_condition_holds(bed: Bed) -> None:
     bed.admit_and_start(rate=35)
     bed.set_pump(r.PumpState.RUNNING, 70)
-    bed.run(10)
+    bed.run(int(bed.config.ketamine.rate_mismatch_delay_s) + 1)
     assert "pump.rate_mismatch" in bed.active()
     bed.submit(r.PauseInfusion("rn1", "to check"))
     bed.run(16)

@@ -122,7 +122,7 @@ class Bed:
         self.submit(r.LinkStatus("pump", r.DeviceRole.PUMP, r.LinkState.CONNECTED))
         self.submit(r.LinkStatus("monitor", r.DeviceRole.MONITOR, r.LinkState.CONNECTED))
         self.submit(r.Admit(patient, 70.0, 45, "rn1"))
-        self.submit(r.TreatmentCount(self.store.treatment_count(patient)))
+        self.submit(r.TreatmentCount(self.store.treatment_count(patient), self.store.last_weight_kg(patient)))
         self.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in self.engine.config.checklist}, "rn1"))
         self.submit(r.PainScore(pain, "rn1"))
         self.submit(r.SetOrder("ketamine", 1.0, 35.0, "rn1", syringe_ml=50.0))

@@ -297,6 +297,7 @@ async def test_treatment_count_and_response(store_settings: dict[str, Any]) -> N
     assert [(x.pain_before, x.pain_after, x.reduction_pct, x.reduced_at_end) for x in resp] == [
         (8, 4, 50.0, True), (6, 5, 16.7, False)]
     assert bed.store.treatment_count("someone-else") == 1
+    assert bed.store.last_weight_kg("P-1") == 70 and bed.store.last_weight_kg("someone-else") is None
 
     bed.clock.advance(340 * 86400)  # the first treatment is now over 12 months old
     assert bed.store.treatment_count("P-1") == 2  # the second one, plus this admission
@@ -342,4 +343,25 @@ async def test_damaged_file_is_moved_aside(tmp_path: Any) -> None:
     bed.flush()
     assert [(e.kind.value, e.data.get("action") or e.data.get("rule_id")) for e in bed.store.events_after(0, 10)] == [
         ("system", "store_reset"), ("system", "output_status"), ("alarm", "tech.store_failed")]
+    await bed.stop()
+
+
+async def test_a_weight_far_from_the_last_admission_is_flagged_from_the_registry(store_settings: dict[str, Any]) -> None:
+    """The daemon looks up the patient's last recorded weight; 154 'kg' after 70 kg raises the entry
+    check until a nurse confirms the weight."""
+    bed = Bed(make_config(store_settings))
+    await bed.start()
+    bed.admit_and_start(pain=6)
+    bed.run(30)
+    bed.stop_and_discharge(pain=4)
+    bed.flush()
+    bed.clock.advance(7 * 86400)
+    bed.submit(r.Admit("P-1", 154.0, 45, "rn1", confirm=True))
+    bed.submit(r.TreatmentCount(bed.store.treatment_count("P-1"), bed.store.last_weight_kg("P-1")))
+    bed.engine.tick()
+    active = {a["rule_id"]: a for a in bed.engine.snapshot()["alarms"]}
+    assert "entry.weight_check" in active and "70" in active["entry.weight_check"]["message"]
+    bed.submit(r.ConfirmWeight(70.0, "rn1"))
+    bed.engine.tick()
+    assert "entry.weight_check" not in {a["rule_id"] for a in bed.engine.snapshot()["alarms"]}
     await bed.stop()
