@@ -1,31 +1,39 @@
-"""Alarm latency: from a frame on the serial line to the alarm event on the broker (p50 / p99),
-beside a bare read-parse-publish loop fed the very same frames in the same run.
+"""Alarm latency and daemon CPU, each beside a bare reference loop measured in the same run.
 
-    python bench/bench_latency.py [-n 120 | --quick] [--period 1.5] [--flush-interval S] [--tee-delay 0.25]
+    python bench/bench_latency.py                  # 1,000 transitions per path + 120 s of CPU, ~9 min
+    python bench/bench_latency.py --quick          # 200 transitions + 30 s of CPU, ~2.5 min
+    python bench/bench_latency.py -n 2000 --interval 0.25 --cpu-window 300
 
-A Datex S/5 simulator on a real pty sends a displayed-values record every second (the fastest
-the protocol streams); HR alternates between 80 and 160 every ``--period`` seconds. Each frame
-goes to the driver's pty and, ``--tee-delay`` seconds later, the same bytes to the bare loop's
-pty; the monotonic time of each write and the frame's HR are recorded (by subclassing the
-simulator, which is otherwise unchanged):
+Everything runs as separate processes on this machine, against one mosquitto on a free port;
+timestamps are CLOCK_MONOTONIC, which all processes share.
 
-- full: ``DatexMonitorDriver`` -> ``RuleLoop``/``Engine`` -> ``Store`` (SQLite in a temporary
-  directory, the real writer thread) -> ``MqttPublisher`` -> mosquitto -> a paho subscriber on
-  ``<root>/<bed>/events/alarm``, composed as ``monitord.daemon.run_daemon`` composes them (the
-  dashboard server and the watchdog included). ``vital.hr_high`` (> 120/min) and ``hr_low``
-  (< 50/min) with ``delay_s = 0`` replace the configured limits, so what is measured is the
-  alarm-signal generation delay, not the alarm-condition delay (IEC 60601-1-8 terms). A patient
-  is admitted so the rules evaluate. Measured: frame written -> ``raised`` / ``cleared`` received.
-- bare: pyserial reads the second pty, ``drivers.datex_s5.StreamDecoder`` decodes, and paho
-  publishes ``{"hr": ...}`` at QoS 1 to the same broker whenever HR changes; the same
-  subscriber timestamps it.
+**Latency** (serial frame -> alarm at an MQTT subscriber). The bench writes Datex S/5
+displayed-values frames (built by ``simulators.datex_sim``) to a pty, one every ``--interval``
+seconds, HR alternating 80 and 160/min, and notes when each frame was written. A paho
+subscriber in the bench stamps each message on arrival. Two paths, each on its own pty, both
+running throughout:
+1. reference: ``bench/bare_loop.py latency``: pyserial -> ``StreamDecoder`` -> paho publish
+   ``{"hr": ...}`` on every change;
+2. monitord: ``monitord run`` (the real daemon: Datex driver, rule loop, engine, SQLite store,
+   MQTT publisher, dashboard socket), a patient admitted, ``vital.hr_high`` (> 120/min) with
+   ``delay_s = 0``; measured to ``raised`` / ``cleared`` on ``<root>/<bed>/events/alarm``.
+   What is measured is the alarm-signal generation delay, not the condition delay.
+The toggles go to one path at a time, in blocks of ``--block`` alternating between the paths,
+so both sample the same moments of a shared machine; the idle path gets a steady frame every
+second, as a monitor streams. Frames and messages are paired in order and each pair is checked.
+Stages of the monitord path come from the stored events' ``mono`` (the engine's emit time, on
+the same clock).
 
-Both paths run in one process on the same frames (the bare loop in its own thread), against a
-real mosquitto started on a free port. The delayed copy keeps them from competing for the CPU
-and the GIL while either is measured: the bare copy arrives while the full path waits for the
-store's flush (run with ``--tee-delay 0`` to see them collide). Frames are matched to messages
-in order and each pair is checked (a ``raised`` must follow a frame with HR 160, a ``cleared``
-one with HR 80, a bare message must carry the frame's HR).
+**CPU** (``--cpu-window`` seconds, after a warm-up). A device process serves two beds' worth
+of simulated devices over ptys: a Datex monitor streaming every 5 s and a Modbus pump. The
+daemon (pump polled at 1 Hz, monitor every 5 s, a patient admitted and the infusion running,
+MQTT and SQLite on) and ``bench/bare_loop.py devices`` (the same polling and publishing, nothing
+else) run at the same time, one device set each; CPU is utime + stime of each process from
+/proc over the same window.
+
+Goals (issue "fast and light"): monitord's p99 at most 5x the reference's; daemon CPU at most 1 %
+of a core. Each is printed with PASS or FAIL; the exit status is 1 if the run itself had a
+problem (a missing or mismatched message), not for a FAIL.
 """
 
 from __future__ import annotations
@@ -35,39 +43,28 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import serial
 from paho.mqtt.enums import CallbackAPIVersion
 
-# tests/ is not an installed package: make the repository root importable when run as a script.
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drivers import build_drivers  # noqa: E402
-from drivers import datex_s5 as dx  # noqa: E402
-from monitord import readings as r  # noqa: E402
-from monitord.clock import SystemClock  # noqa: E402
-from monitord.config import Config, load_config  # noqa: E402
-from monitord.engine import Engine  # noqa: E402
-from monitord.events import Event, EventKind  # noqa: E402
-from monitord.link.server import DashboardServer  # noqa: E402
-from monitord.loop import RuleLoop  # noqa: E402
-from monitord.mqtt.publisher import MqttPublisher  # noqa: E402
-from monitord.notify import Watchdog  # noqa: E402
-from monitord.store import Store  # noqa: E402
+from monitord.config import load_config  # noqa: E402
+from monitord.link.client import LinkClient  # noqa: E402
+from monitord.readings import Vital  # noqa: E402
 from simulators.datex_sim import DatexSimulator  # noqa: E402
-from simulators.transport import PtyPair, open_pty  # noqa: E402
+from simulators.transport import open_pty  # noqa: E402
 from tests.mqtt.broker import Mosquitto  # noqa: E402
 
 ROOT = "monitord/v1"
@@ -76,189 +73,22 @@ RULE = "vital.hr_high"
 ALARM_TOPIC = f"{ROOT}/{BED}/events/alarm"
 BARE_TOPIC = "bench/bare/hr"
 HR_LOW, HR_HIGH = 80.0, 160.0
-DEFAULT_TRANSITIONS = 120  # ~3 min at the default period
-QUICK_TRANSITIONS = 16  # ~30 s
-# The bare loop gets its copy of each frame this much later, while the full path waits for the
-# store's flush: the two never compete for the CPU or the GIL while they are measured.
-TEE_DELAY_S = 0.25
-# The configured HR limits with the condition delay set to 0 (lists replace whole on merge).
-LIMITS = [
-    {"id": "hr_high", "vital": "hr", "above": 120, "delay_s": 0, "priority": "medium",
-     "source": "Mindray, EDAN presets 120/min; alarm-defaults.md s3 (delay 0 for the latency bench)"},
-    {"id": "hr_low", "vital": "hr", "below": 50, "delay_s": 0, "priority": "medium",
-     "source": "Mindray, EDAN presets 50/min; alarm-defaults.md s3 (delay 0 for the latency bench)"},
-]
+LATENCY_GOAL_RATIO = 5.0
+CPU_GOAL_PCT = 1.0
+RATE_ML_H, CONC_MG_ML, WEIGHT_KG = 35.0, 1.0, 70.0  # 0.5 mg/kg/h: an ordinary order, no confirmation
+CHECKLIST = {c.id: c.kind == "prompt" for c in load_config().checklist}
 
 
-# -- the device side --------------------------------------------------------------------------
+# -- measuring --------------------------------------------------------------------------------
 
 
-class Schedule:
-    """HR 80 until ``start``; then 160 and 80 alternately, ``period`` seconds each; ``hold``
-    keeps the value of that moment."""
-
-    def __init__(self, period_s: float) -> None:
-        self.period_s = period_s
-        self._t0: float | None = None
-        self._held: float | None = None
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-
-    def hold(self) -> None:
-        self._held = self.hr()
-
-    def hr(self) -> float:
-        if self._held is not None:
-            return self._held
-        if self._t0 is None:
-            return HR_LOW
-        return HR_HIGH if int((time.monotonic() - self._t0) / self.period_s) % 2 == 0 else HR_LOW
-
-    def values_at(self, t: float) -> Mapping[r.Vital, float | None]:
-        hr = self.hr()
-        return {r.Vital.HR: hr, r.Vital.PULSE: hr, r.Vital.SPO2: 97.0, r.Vital.RR: 14.0,
-                r.Vital.ETCO2: 38.0, r.Vital.TEMP: 36.8,
-                r.Vital.SBP: 124.0, r.Vital.DBP: 76.0, r.Vital.MAP: 92.0}
-
-
-@dataclass
-class FrameWrite:
-    hr: float | None
-    to_driver: float  # monotonic time the frame was handed to the driver's pty
-    to_bare: float | None = None  # ... and, tee_delay_s later, to the bare loop's pty
-
-
-class TimedDatexSimulator(DatexSimulator):
-    """The simulator, recording when it writes each frame and with which HR, and writing a copy
-    of each frame to a second pty ``tee_delay_s`` later."""
-
-    def __init__(self, values_at: Callable[[float], Mapping[r.Vital, float | None]], tee: PtyPair,
-                 tee_delay_s: float) -> None:
-        super().__init__(values_at, transport="pty")
-        self.tee = tee
-        self.tee_delay_s = tee_delay_s
-        self.writes: list[FrameWrite] = []
-        self.tee_dropped = 0
-        self._hr: float | None = None
-        self._tee_closed = False
-
-    def displayed_values(self, now_mono: float | None = None) -> dx.DisplayedValues:
-        dv = super().displayed_values(now_mono)
-        self._hr = dv.hr
-        return dv
-
-    def _write(self, data: bytes) -> None:
-        w = FrameWrite(self._hr, time.monotonic())
-        super()._write(data)
-        self.writes.append(w)
-        assert self._loop is not None
-        self._loop.call_later(self.tee_delay_s, self._write_tee, w, data)
-
-    async def stop(self) -> None:
-        self._tee_closed = True  # copies still scheduled must not write to a closed (or reused) fd
-        await super().stop()
-
-    def _write_tee(self, w: FrameWrite, data: bytes) -> None:
-        if self._tee_closed:
-            return
-        w.to_bare = time.monotonic()
-        try:
-            n = os.write(self.tee.master_fd, data)
-        except OSError:
-            n = 0
-        self.tee_dropped += len(data) - n
-
-
-# -- the two paths ----------------------------------------------------------------------------
-
-
-class Daemon:
-    """One bed composed as ``monitord.daemon.run_daemon`` composes it, with timing probes."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.clock = SystemClock()
-        self.engine = Engine(config, self.clock)
-        self.store = Store.open(config, self.clock)
-        self.store.recover(self.engine)
-        self.loop = RuleLoop(self.engine, config.watchdog.tick_s)
-        self.store.attach(self.engine, self.loop)
-        self.engine.subscribe(self._on_event)
-        self.publisher = MqttPublisher(config, self.store, self.loop, self.clock)
-        self.parts: list[Any] = [self.store, self.publisher, DashboardServer(config, self.engine, self.loop)]
-        self.watchdog = Watchdog(self.engine, self.clock, config, environ={})
-        self.loop.on_evaluated.append(self.watchdog.evaluated)
-        self.drivers = build_drivers(config.devices, self.loop.put)
-        self.tasks: list[asyncio.Task[None]] = []
-        # probes: alarm_seq -> (monotonic time the engine emitted it, its event seq); commits
-        self.emitted: dict[int, tuple[float, int]] = {}
-        self.commits: list[tuple[float, int]] = []
-        self.store.add_commit_listener(lambda seq: self.commits.append((time.monotonic(), seq)))
-
-    def _on_event(self, event: Event) -> None:
-        if event.kind is EventKind.SESSION and event.data.get("action") == "admitted":
-            self.loop.put(r.TreatmentCount(self.store.treatment_count(event.data["patient"]["id"])))
-        if event.kind is EventKind.ALARM and event.data.get("rule_id") == RULE:
-            self.emitted[event.data["alarm_seq"]] = (time.monotonic(), event.seq)
-
-    async def start(self) -> None:
-        self.tasks = [asyncio.create_task(self.loop.run(), name="rule-loop")]
-        for part in self.parts:
-            await part.start()
-        self.tasks += [asyncio.create_task(d.run(), name=f"driver-{d.name}") for d in self.drivers]
-        self.engine.record_system("started", devices=[d.name for d in self.drivers])
-        self.watchdog.ready()
-
-    async def stop(self) -> None:
-        self.watchdog.stopping()
-        for d in self.drivers:
-            d.stop()
-        for t in self.tasks[1:]:
-            t.cancel()
-        self.engine.record_system("stopping")
-        for part in reversed(self.parts):
-            with contextlib.suppress(Exception):
-                await part.stop()
-        self.loop.stop()
-        self.tasks[0].cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    def committed_at(self, seq: int) -> float | None:
-        """When the commit that included event ``seq`` finished."""
-        return next((t for t, last in self.commits if last >= seq), None)
-
-
-class BareLoop(threading.Thread):
-    """Read the pty with pyserial, decode, publish each changed HR at QoS 1. Nothing else."""
-
-    def __init__(self, path: str, port: int) -> None:
-        super().__init__(name="bare-loop", daemon=True)
-        self.ser = serial.serial_for_url(path, baudrate=19200, timeout=0.2)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare")
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.decoder = dx.StreamDecoder()
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        last: float | None = None
-        while not self.stopping.is_set():
-            data = self.ser.read(1)  # blocks until a byte arrives (or the timeout)
-            if not data:
-                continue
-            data += self.ser.read(self.ser.in_waiting)
-            for item in self.decoder.feed(data):
-                if isinstance(item, dx.DisplayedValues) and item.hr != last:
-                    last = item.hr
-                    self.client.publish(BARE_TOPIC, json.dumps({"hr": item.hr}), qos=1)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(2.0)
-        self.ser.close()
-        self.client.disconnect()
-        self.client.loop_stop()
+def percentile(xs: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    s = sorted(xs)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 @dataclass
@@ -269,19 +99,19 @@ class Received:
 
 
 class Subscriber:
-    """What a central station receives, timestamped on arrival (paho's network thread)."""
+    """What a central station receives, stamped on arrival (paho's network thread)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, topics: list[str]) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
-        self._ready = threading.Event()
+        ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-central")
-        self.client.on_connect = lambda c, *_: c.subscribe([(ALARM_TOPIC, 1), (BARE_TOPIC, 1)])
-        self.client.on_subscribe = lambda *_: self._ready.set()
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: ready.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        if not self._ready.wait(10):
+        if not ready.wait(10):
             raise TimeoutError("subscription not confirmed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -298,29 +128,126 @@ class Subscriber:
         self.client.loop_stop()
 
 
-# -- the run ----------------------------------------------------------------------------------
+class FrameWriter:
+    """Datex displayed-values frames onto a pty, HR as set; what the host sends is read and dropped."""
+
+    def __init__(self) -> None:
+        self.pty = open_pty()
+        self.hr = HR_LOW
+        self.sim = DatexSimulator(self._values, transport="pty")
+        asyncio.get_running_loop().add_reader(self.pty.master_fd, self._drain)
+
+    def _values(self, t: float) -> dict[Vital, float | None]:
+        return {Vital.HR: self.hr, Vital.PULSE: self.hr, Vital.SPO2: 97.0, Vital.RR: 14.0, Vital.ETCO2: 38.0,
+                Vital.TEMP: 36.8, Vital.SBP: 124.0, Vital.DBP: 76.0, Vital.MAP: 92.0}
+
+    def _drain(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self.pty.master_fd, 4096)
+
+    def write(self, hr: float) -> float:
+        self.hr = hr
+        frame = self.sim.frame_now()
+        at = time.monotonic()
+        os.write(self.pty.master_fd, frame)
+        return at
+
+    @property
+    def path(self) -> str:
+        return self.pty.path
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.pty.master_fd)
+        self.pty.close()
 
 
-def bench_config(port: int, state_dir: Path, serial_port: str, flush_interval_s: float | None) -> Config:
-    store: dict[str, Any] = {"state_dir": str(state_dir)}
-    if flush_interval_s is not None:
-        store["flush_interval_s"] = flush_interval_s
-    return load_config(overrides={
-        "bed": {"id": BED, "care_area": "monitored-unit"},
-        "store": store,
-        "mqtt": {"host": "127.0.0.1", "port": port, "topic_root": ROOT},
-        "dashboard": {"socket": str(state_dir / "dashboard.sock")},
-        "devices": {"monitor": {"driver": "datex", "serial": {"port": serial_port}, "poll_interval_s": 1}},
-        "vitals": {"limits": LIMITS},
-    })
-
-
-async def until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+async def until(cond: Callable[[], Any], timeout_s: float, what: str,
+                proc: asyncio.subprocess.Process | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
+        if proc is not None and proc.returncode is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"{what}: the process exited ({proc.returncode})\n{tail}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
         await asyncio.sleep(0.05)
+
+
+async def spawn(log: Path, *args: str) -> asyncio.subprocess.Process:
+    fh = log.open("ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    return await asyncio.create_subprocess_exec(sys.executable, *args, cwd=REPO, stdout=fh, stderr=fh, env=env)
+
+
+async def stop(proc: asyncio.subprocess.Process | None) -> None:
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 20)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def command(sock: Path, *commands: tuple[str, dict[str, Any]]) -> None:
+    client = LinkClient(sock, lambda msg: None, retry_s=0.2)
+    task = asyncio.create_task(client.run())
+    try:
+        await until(lambda: client.connected, 30, "the dashboard link")
+        for kind, fields in commands:
+            await client.command(kind, actor="rn-bench", **fields)
+    finally:
+        await client.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def site_config(tmp: Path, port: int, name: str, devices: str, care_area: str = "monitored-unit") -> Path:
+    state = tmp / name
+    state.mkdir(parents=True, exist_ok=True)
+    cfg = state / "site.toml"
+    cfg.write_text(f"""
+[bed]
+id = "{BED}"
+care_area = "{care_area}"
+
+[store]
+state_dir = "{state}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+topic_root = "{ROOT}"
+
+[dashboard]
+socket = "{state / 'dash.sock'}"
+{devices}
+""")
+    return cfg
+
+
+LATENCY_LIMITS = """
+[[vitals.limits]]
+id = "hr_high"
+vital = "hr"
+above = 120
+delay_s = 0
+priority = "medium"
+source = "Mindray, EDAN presets 120/min; alarm-defaults.md s3 (delay 0 for the latency bench)"
+
+[[vitals.limits]]
+id = "hr_low"
+vital = "hr"
+below = 50
+delay_s = 0
+priority = "medium"
+source = "Mindray, EDAN presets 50/min; alarm-defaults.md s3 (delay 0 for the latency bench)"
+"""
+
+
+# -- latency ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -328,180 +255,320 @@ class PathResult:
     name: str
     latencies_ms: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
-@dataclass
-class Run:
-    changes: list[FrameWrite]
-    full: PathResult
-    bare: PathResult
-    stages_ms: dict[str, list[float]]
-    flush_interval_s: float
-    tee_dropped: int
-
-
-def changes_after(writes: list[FrameWrite], since: float) -> list[FrameWrite]:
-    """Frames written after ``since`` whose HR differs from the frame before."""
-    out, prev = [], None
-    for w in writes:
-        if w.to_driver >= since and prev is not None and w.hr != prev:
-            out.append(w)
-        prev = w.hr
+async def toggle(writer: FrameWriter, n: int, interval_s: float) -> list[tuple[float, float]]:
+    """``n`` frames, HR alternating from 160, one every ``interval_s``: [(written at, hr)]."""
+    out = []
+    next_at = time.monotonic()
+    for i in range(n):
+        hr = HR_HIGH if i % 2 == 0 else HR_LOW
+        out.append((writer.write(hr), hr))
+        next_at += interval_s
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     return out
 
 
-def match(name: str, changes: list[FrameWrite], msgs: list[Received], expect: Callable[[FrameWrite, Received], bool],
-          sent_at: Callable[[FrameWrite], float | None]) -> PathResult:
+def pair(name: str, writes: list[tuple[float, float]], msgs: list[Received],
+         ok: Callable[[float, Received], bool]) -> PathResult:
     res = PathResult(name)
-    if len(msgs) != len(changes):
-        res.problems.append(f"{len(changes)} HR changes written, {len(msgs)} messages received")
-    for i, (w, m) in enumerate(zip(changes, msgs, strict=False)):
-        sent = sent_at(w)
-        if not expect(w, m) or sent is None:
-            res.problems.append(f"transition {i}: frame HR {w.hr} does not match {m.payload}")
+    if len(msgs) != len(writes):
+        res.problems.append(f"{len(writes)} HR changes written, {len(msgs)} messages received")
+    for i, ((at, hr), m) in enumerate(zip(writes, msgs, strict=False)):
+        if not ok(hr, m):
+            res.problems.append(f"transition {i}: frame HR {hr:g} does not match {m.payload}")
             continue
-        res.latencies_ms.append((m.at - sent) * 1000.0)
+        res.latencies_ms.append((m.at - at) * 1000.0)
     return res
 
 
-async def run(transitions: int, period_s: float, flush_interval_s: float | None, tee_delay_s: float) -> Run:
-    with tempfile.TemporaryDirectory(prefix="monitord-latency-") as tmp:
-        broker = Mosquitto(Path(tmp) / "broker").start()
-        tee = open_pty()
-        schedule = Schedule(period_s)
-        sim = TimedDatexSimulator(schedule.values_at, tee, tee_delay_s)
-        sub: Subscriber | None = None
-        bare: BareLoop | None = None
-        daemon: Daemon | None = None
+class Paths:
+    """Both paths running at once, each on its own pty; toggles go to one path at a time."""
+
+    def __init__(self, tmp: Path, sub: Subscriber, port: int) -> None:
+        self.tmp, self.sub, self.port = tmp, sub, port
+        self.bare_pty = FrameWriter()
+        self.daemon_pty = FrameWriter()
+        self.bare: asyncio.subprocess.Process | None = None
+        self.daemon: asyncio.subprocess.Process | None = None
+        self.daemon_log = tmp / "latency" / "daemon.log"
+        self.writes: dict[str, list[tuple[float, float]]] = {"reference": [], "monitord": []}
+        self.measuring: str | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        log = self.tmp / "bare-latency.log"
+        self.bare = await spawn(log, "bench/bare_loop.py", "latency", self.bare_pty.path, str(self.port), BARE_TOPIC)
+        devices = f"""
+[devices.monitor]
+driver = "datex"
+poll_interval_s = 1
+[devices.monitor.serial]
+port = "{self.daemon_pty.path}"
+""" + LATENCY_LIMITS
+        cfg = site_config(self.tmp, self.port, "latency", devices)
+        self.daemon = await spawn(self.daemon_log, "-m", "monitord.cli", "run", "-c", str(cfg))
+        await until(lambda: "ready" in log.read_text(), 30, "the bare loop", self.bare, log)
+        self.bare_pty.write(HR_LOW)
+        await until(lambda: self.sub.on(BARE_TOPIC), 15, "the bare loop's first message", self.bare, log)
+        sock = self.tmp / "latency" / "dash.sock"
+        await until(sock.exists, 60, "the daemon's socket", self.daemon, self.daemon_log)
+        await command(sock, ("admit", {"patient_id": "BENCH-1", "weight_kg": WEIGHT_KG, "age_years": 45}))
+        self._keepalive = asyncio.create_task(self._keep_alive())
+        vitals = f"{ROOT}/{BED}/vitals"
+        await until(lambda: self.sub.on(vitals), 60, "vitals forwarded by the daemon", self.daemon, self.daemon_log)
+        await asyncio.sleep(2.0)  # start-up traffic (admission, state) goes out first
+
+    async def _keep_alive(self) -> None:
+        """Steady frames once a second to the path not being measured, as a monitor streams."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.measuring != "monitord":
+                self.daemon_pty.write(HR_LOW)
+            if self.measuring != "reference":
+                self.bare_pty.write(HR_LOW)
+
+    def messages(self, name: str, since: float = 0.0) -> list[Received]:
+        if name == "reference":
+            return self.sub.on(BARE_TOPIC, since)
+        return [m for m in self.sub.on(ALARM_TOPIC, since) if m.payload.get("rule_id") == RULE]
+
+    async def block(self, name: str, n: int, interval_s: float) -> None:
+        """``n`` (even) toggles on one path, then wait for their messages."""
+        writer = self.bare_pty if name == "reference" else self.daemon_pty
+        self.measuring = name
+        since = time.monotonic()
         try:
-            sub = Subscriber(broker.port)
-            bare = BareLoop(tee.path, broker.port)
-            bare.start()
-            await sim.start()
-            config = bench_config(broker.port, Path(tmp) / "state", sim.path, flush_interval_s)
-            daemon = Daemon(config)
-            await daemon.start()
-            d = daemon
-            await d.loop.command(r.Admit("BENCH-1", 70.0, 45, "rn-bench"))
-            await until(lambda: d.publisher.connected, 15, "publisher connected")
-            await until(lambda: (v := d.engine.state.vitals.get(r.Vital.HR)) is not None and v.value == HR_LOW,
-                        15, "the driver's first reading")
-            await until(lambda: bool(sub and sub.on(BARE_TOPIC)), 15, "the bare loop's first message")
-            await asyncio.sleep(2.0)  # let start-up traffic (admission, backlog) go out
-            started = time.monotonic()
-            schedule.start()
-            print(f"measuring {transitions} transitions, HR {HR_LOW:.0f} <-> {HR_HIGH:.0f} every {period_s} s ...",
-                  file=sys.stderr)
-            shown = 0
-            deadline = started + transitions * period_s * 2 + 30
-            while len(changes_after(sim.writes, started)) < transitions:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the simulator did not produce the transitions in time")
-                n = len(changes_after(sim.writes, started))
-                if n >= shown + 20:
-                    shown = n
-                    print(f"  {n}/{transitions}", file=sys.stderr)
-                await asyncio.sleep(0.1)
-            schedule.hold()
-            changes = changes_after(sim.writes, started)[:transitions]
-
-            def hr_events() -> list[Received]:
-                assert sub is not None
-                return [m for m in sub.on(ALARM_TOPIC, started) if m.payload.get("rule_id") == RULE]
-
+            self.writes[name] += await toggle(writer, n, interval_s)
             with contextlib.suppress(TimeoutError):
-                await until(lambda: len(hr_events()) >= transitions and len(sub.on(BARE_TOPIC, started)) >= transitions,
-                            15, "the last messages")
-            events = hr_events()[:transitions]
-            bare_msgs = sub.on(BARE_TOPIC, started)[:transitions]
+                await until(lambda: len(self.messages(name, since)) >= n, 15, f"{name}: the last messages")
         finally:
-            if daemon is not None:
-                await daemon.stop()
-            await sim.stop()
-            if bare is not None:
-                bare.stop()
-            if sub is not None:
-                sub.close()
-            tee.close()
-            broker.stop()
+            self.measuring = None
 
-    def full_ok(w: FrameWrite, m: Received) -> bool:
-        want = "raised" if w.hr == HR_HIGH else "cleared"
-        return m.payload.get("transition") == want
-
-    full = match("full", changes, events, full_ok, lambda w: w.to_driver)
-    bare_res = match("bare", changes, bare_msgs, lambda w, m: m.payload.get("hr") == w.hr, lambda w: w.to_bare)
-    stages: dict[str, list[float]] = {"serial -> engine": [], "engine -> committed": [], "committed -> received": []}
-    assert daemon is not None
-    for w, m in zip(changes, events, strict=False):
-        emitted = daemon.emitted.get(m.payload["alarm_seq"])
-        if emitted is None:
-            continue
-        t_emit, seq = emitted
-        t_commit = daemon.committed_at(seq)
-        if t_commit is None:
-            continue
-        stages["serial -> engine"].append((t_emit - w.to_driver) * 1000)
-        stages["engine -> committed"].append((t_commit - t_emit) * 1000)
-        stages["committed -> received"].append((m.at - t_commit) * 1000)
-    return Run(changes, full, bare_res, stages, config.store.flush_interval_s, sim.tee_dropped)
+    async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        await stop(self.bare)
+        await stop(self.daemon)
+        self.bare_pty.close()
+        self.daemon_pty.close()
 
 
-def percentile(xs: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    s = sorted(xs)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+async def measure_latency(tmp: Path, sub: Subscriber, port: int, n: int, interval_s: float,
+                          block: int) -> tuple[PathResult, PathResult]:
+    paths = Paths(tmp, sub, port)
+    started = time.monotonic()
+    try:
+        await paths.start()
+        started = time.monotonic()
+        done = 0
+        while done < n:
+            k = min(block, n - done)
+            k += k % 2  # whole pairs: every block ends on HR 80
+            for name in ("reference", "monitord"):
+                await paths.block(name, k, interval_s)
+            done += k
+            print(f"  {done}/{n} per path", file=sys.stderr)
+    finally:
+        await paths.stop()
+    bare = pair("reference", paths.writes["reference"], paths.messages("reference", started),
+                lambda hr, m: m.payload.get("hr") == hr)
+    msgs = paths.messages("monitord", started)
+    full = pair("monitord", paths.writes["monitord"], msgs,
+                lambda hr, m: m.payload.get("transition") == ("raised" if hr == HR_HIGH else "cleared"))
+    # Stages, from the engine's emit time stored with each event (same clock).
+    db = tmp / "latency" / "monitord.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        mono = dict(conn.execute("SELECT seq, mono FROM events WHERE kind = 'alarm'").fetchall())
+    serial_engine, engine_sub = [], []
+    for (at, _hr), m in zip(paths.writes["monitord"], msgs, strict=False):
+        emitted = mono.get(m.payload["seq"])
+        if emitted is not None:
+            serial_engine.append((emitted - at) * 1000.0)
+            engine_sub.append((m.at - emitted) * 1000.0)
+    full.stages_ms = {"serial -> engine emits the alarm": serial_engine,
+                      "engine -> subscriber (store commit, publish, broker)": engine_sub}
+    return bare, full
+
+
+# -- CPU --------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class CpuResult:
+    window_s: float
+    daemon_pct: float
+    bare_pct: float
+    daemon_rss_mb: float
+    bare_rss_mb: float
+    messages: dict[str, int]
+
+
+async def serve_devices(directory: Path) -> None:
+    """The device process: two beds' worth of a streaming Datex monitor and a Modbus pump."""
+    from simulators.pump_endpoint import PtyEndpoint
+    from simulators.pump_modbus_sim import ModbusPumpSim
+    from simulators.pump_model import PumpModel
+
+    paths: dict[str, str] = {}
+    runs = []
+    for tag in ("daemon", "bare"):
+        monitor = DatexSimulator(lambda t: {Vital.HR: 72.0, Vital.PULSE: 72.0, Vital.SPO2: 97.0, Vital.RR: 14.0,
+                                            Vital.ETCO2: 38.0, Vital.TEMP: 36.8}, transport="pty")
+        paths[f"monitor-{tag}"] = await monitor.start()
+        model = PumpModel(rate_ml_h=RATE_ML_H, concentration_mg_ml=CONC_MG_ML)
+        model.start()
+        endpoint = PtyEndpoint(directory / f"pump-{tag}")
+        paths[f"pump-{tag}"] = str(directory / f"pump-{tag}")
+        runs.append(asyncio.create_task(ModbusPumpSim(model, endpoint).run()))
+    (directory / "paths.json").write_text(json.dumps(paths))
+    await asyncio.gather(*runs)
+
+
+async def measure_cpu(tmp: Path, sub: Subscriber, port: int, window_s: float, warmup_s: float) -> CpuResult:
+    dev_dir = tmp / "devices"
+    dev_dir.mkdir()
+    dev_log = tmp / "devices.log"
+    devices = await spawn(dev_log, "bench/bench_latency.py", "--serve-devices", str(dev_dir))
+    daemon = bare = None
+    try:
+        await until(lambda: (dev_dir / "paths.json").exists(), 30, "the device simulators", devices, dev_log)
+        paths = json.loads((dev_dir / "paths.json").read_text())
+        cfg = site_config(tmp, port, "cpu", f"""
+[devices.pump]
+driver = "modbus"
+poll_interval_s = 1.0
+[devices.pump.serial]
+port = "{paths['pump-daemon']}"
+
+[devices.monitor]
+driver = "datex"
+poll_interval_s = 5
+[devices.monitor.serial]
+port = "{paths['monitor-daemon']}"
+""", care_area="outpatient-infusion")
+        log = tmp / "cpu" / "daemon.log"
+        daemon = await spawn(log, "-m", "monitord.cli", "run", "-c", str(cfg))
+        bare_log = tmp / "bare-devices.log"
+        bare = await spawn(bare_log, "bench/bare_loop.py", "devices", paths["monitor-bare"], paths["pump-bare"],
+                           str(port), "bench/bare")
+        await until(lambda: (tmp / "cpu" / "dash.sock").exists(), 60, "the daemon's socket", daemon, log)
+        await command(tmp / "cpu" / "dash.sock",
+                      ("admit", {"patient_id": "BENCH-2", "weight_kg": WEIGHT_KG, "age_years": 45}),
+                      ("order", {"drug": "ketamine", "concentration_mg_ml": CONC_MG_ML, "rate_ml_h": RATE_ML_H,
+                                 "syringe_ml": 50.0}),
+                      ("checklist", {"answers": CHECKLIST}),
+                      ("start", {}))
+        await until(lambda: "ready" in bare_log.read_text(), 30, "the bare loop", bare, bare_log)
+        await asyncio.sleep(warmup_s)
+        since = time.monotonic()
+        d0, b0, t0 = cpu_seconds(daemon.pid), cpu_seconds(bare.pid), time.monotonic()
+        await asyncio.sleep(window_s)
+        d1, b1, t1 = cpu_seconds(daemon.pid), cpu_seconds(bare.pid), time.monotonic()
+        for proc, what, lg in ((daemon, "daemon", log), (bare, "bare loop", bare_log)):
+            if proc.returncode is not None:
+                raise RuntimeError(f"the {what} exited during the window\n" + lg.read_text()[-3000:])
+        topics: dict[str, int] = {}
+        for t in (f"{ROOT}/{BED}/infusion", f"{ROOT}/{BED}/vitals", "bench/bare/infusion", "bench/bare/vitals"):
+            topics[t] = len(sub.on(t, since))
+        return CpuResult(t1 - t0, (d1 - d0) / (t1 - t0) * 100, (b1 - b0) / (t1 - t0) * 100,
+                         rss_mb(daemon.pid), rss_mb(bare.pid), topics)
+    finally:
+        for each in (daemon, bare, devices):
+            await stop(each)
+
+
+# -- report -----------------------------------------------------------------------------------
 
 
 def row(name: str, xs: list[float]) -> str:
     if not xs:
-        return f"| {name} | 0 | - | - | - | - |"
-    return (f"| {name} | {len(xs)} | {percentile(xs, 0.5):.1f} | {percentile(xs, 0.99):.1f} | "
-            f"{max(xs):.1f} | {min(xs):.1f} |")
+        return f"| {name} | 0 | - | - | - |"
+    return f"| {name} | {len(xs)} | {percentile(xs, 0.5):.1f} | {percentile(xs, 0.99):.1f} | {max(xs):.1f} |"
 
 
-def report(res: Run) -> str:
-    lines = [
-        "| path | N | p50 ms | p99 ms | max ms | min ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        row("full: pty -> driver -> engine -> store -> publisher -> broker -> subscriber", res.full.latencies_ms),
-        row("bare: pty -> pyserial -> decode -> paho publish -> broker -> subscriber", res.bare.latencies_ms),
-        "",
-        f"Full path by stage (store flush_interval_s = {res.flush_interval_s}):",
-        "",
-        "| stage | N | p50 ms | p99 ms | max ms | min ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    lines += [row(name, xs) for name, xs in res.stages_ms.items()]
-    raised = sum(1 for w in res.changes if w.hr == HR_HIGH)
-    lines += ["", f"{len(res.changes)} HR changes written ({raised} to 160, {len(res.changes) - raised} to 80); "
-              f"mean full - bare: {statistics.fmean(res.full.latencies_ms) - statistics.fmean(res.bare.latencies_ms):.1f} ms"
-              if res.full.latencies_ms and res.bare.latencies_ms else ""]
-    for p in (res.full, res.bare):
-        lines += [f"{p.name}: PROBLEM: {x}" for x in p.problems]
-    if res.tee_dropped:
-        lines.append(f"PROBLEM: {res.tee_dropped} bytes not written to the bare loop's pty")
+def report(bare: PathResult | None, full: PathResult | None, cpu: CpuResult | None, interval_s: float) -> str:
+    lines: list[str] = []
+    if bare is not None and full is not None:
+        lines += [f"Serial frame -> alarm at an MQTT subscriber (a frame every {interval_s} s, HR 80 <-> 160):", "",
+                  "| path | N | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: |",
+                  row("reference: pyserial -> decode -> paho", bare.latencies_ms),
+                  row("monitord: driver -> engine -> store -> publisher", full.latencies_ms)]
+        lines += [row(f"  stage: {k}", v) for k, v in full.stages_ms.items()]
+        if bare.latencies_ms and full.latencies_ms:
+            r50 = percentile(full.latencies_ms, 0.5) / percentile(bare.latencies_ms, 0.5)
+            r99 = percentile(full.latencies_ms, 0.99) / percentile(bare.latencies_ms, 0.99)
+            verdict = "PASS" if r99 <= LATENCY_GOAL_RATIO else "FAIL"
+            lines += ["", f"ratio monitord / reference: p50 {r50:.1f}x, p99 {r99:.1f}x; "
+                          f"goal p99 <= {LATENCY_GOAL_RATIO:g}x: {verdict}"]
+        for p in (bare, full):
+            lines += [f"{p.name}: PROBLEM: {x}" for x in p.problems[:10]]
+    if cpu is not None:
+        verdict = "PASS" if cpu.daemon_pct <= CPU_GOAL_PCT else "FAIL"
+        lines += ["", f"CPU over {cpu.window_s:.0f} s, pump polled at 1 Hz + monitor every 5 s, MQTT + SQLite:", "",
+                  "| process | CPU % of a core | RSS MB |", "| --- | ---: | ---: |",
+                  f"| reference: bare_loop.py devices | {cpu.bare_pct:.2f} | {cpu.bare_rss_mb:.0f} |",
+                  f"| monitord run | {cpu.daemon_pct:.2f} | {cpu.daemon_rss_mb:.0f} |",
+                  "", (f"ratio {cpu.daemon_pct / cpu.bare_pct:.0f}x; " if cpu.bare_pct > 0 else
+                       "reference below the clock-tick resolution (10 ms of CPU); ")
+                  + f"goal daemon <= {CPU_GOAL_PCT:g} % of a core: {verdict}",
+                  "messages in the window: " + ", ".join(f"{k} {v}" for k, v in cpu.messages.items())]
     return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="monitord-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = Mosquitto(tmp / "broker").start()
+        sub = Subscriber(broker.port, [f"{ROOT}/#", "bench/#"])
+        bare = full = None
+        cpu = None
+        try:
+            if not args.skip_latency:
+                print(f"latency: {args.samples} transitions per path, in blocks of {args.block} ...", file=sys.stderr)
+                bare, full = await measure_latency(tmp, sub, broker.port, args.samples, args.interval, args.block)
+            if not args.skip_cpu:
+                print(f"CPU: {args.cpu_window:.0f} s window ...", file=sys.stderr)
+                cpu = await measure_cpu(tmp, sub, broker.port, args.cpu_window, args.cpu_warmup)
+        finally:
+            sub.close()
+            broker.stop()
+    print(report(bare, full, cpu, args.interval))
+    return 1 if (bare and bare.problems) or (full and full.problems) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--transitions", "-n", type=int, default=None,
-                    help=f"HR changes to measure (default {DEFAULT_TRANSITIONS}, about 3 min)")
-    ap.add_argument("--quick", action="store_true", help=f"{QUICK_TRANSITIONS} transitions, about 30 s")
-    ap.add_argument("--period", type=float, default=1.5, help="seconds between HR changes (frames come every 1 s)")
-    ap.add_argument("--flush-interval", type=float, default=None,
-                    help="override config.store.flush_interval_s (default: the configured value)")
-    ap.add_argument("--tee-delay", type=float, default=TEE_DELAY_S,
-                    help=f"seconds between a frame and its copy to the bare loop (default {TEE_DELAY_S})")
+    ap.add_argument("--samples", "-n", type=int, default=None, help="transitions per path (default 1000)")
+    ap.add_argument("--interval", type=float, default=0.2, help="seconds between frames (default 0.2)")
+    ap.add_argument("--block", type=int, default=100,
+                    help="transitions per block; blocks alternate between the paths (default 100)")
+    ap.add_argument("--cpu-window", type=float, default=None, help="CPU window in seconds (default 120)")
+    ap.add_argument("--cpu-warmup", type=float, default=10.0, help="seconds before the CPU window (default 10)")
+    ap.add_argument("--quick", action="store_true", help="200 transitions and a 30 s CPU window")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--serve-devices", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    n = args.transitions or (QUICK_TRANSITIONS if args.quick else DEFAULT_TRANSITIONS)
-    res = asyncio.run(run(n, args.period, args.flush_interval, args.tee_delay))
-    print(report(res))
-    return 1 if res.full.problems or res.bare.problems or res.tee_dropped else 0
+    if args.serve_devices:
+        asyncio.run(serve_devices(Path(args.serve_devices)))
+        return 0
+    args.samples = args.samples or (200 if args.quick else 1000)
+    args.cpu_window = args.cpu_window or (30.0 if args.quick else 120.0)
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

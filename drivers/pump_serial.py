@@ -1,9 +1,10 @@
 """A serial line for request/response pump protocols, on asyncio.
 
 Opens a port with pyserial's ``serial_for_url`` (a device path, a pty, or ``socket://host:port``)
-in non-blocking mode. Reads poll the port briefly while a reply is awaited; pump protocols are one
-request, one reply, so there is nothing to read in between. Any OS-level failure becomes
-``LinkLost``.
+in non-blocking mode. While a reply is awaited the port's file descriptor is watched with
+``loop.add_reader`` (as the Datex driver does), so the event loop sleeps until a byte arrives;
+pump protocols are one request, one reply, so nothing is read in between. A port without a file
+descriptor falls back to checking every ``READ_TICK_S``. Any OS-level failure becomes ``LinkLost``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 import serial
 
-from drivers.base import LinkLost
+from drivers.base import LinkLost, open_serial
 from monitord.config import SerialPort
 
 READ_TICK_S = 0.002
@@ -32,19 +33,16 @@ class SerialLine:
 
     def open(self) -> None:
         s = self.settings
-        try:
-            self._port = serial.serial_for_url(
-                s.port,
-                baudrate=s.baudrate,
-                bytesize=s.bytesize,
-                parity=s.parity,
-                stopbits=s.stopbits,
-                timeout=0,
-                write_timeout=2.0,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            self._port = None
-            raise LinkLost(f"{s.port}: {exc}") from exc
+        self._port = None
+        self._port = open_serial(
+            s.port,
+            baudrate=s.baudrate,
+            bytesize=s.bytesize,
+            parity=s.parity,
+            stopbits=s.stopbits,
+            timeout=0,
+            write_timeout=2.0,
+        )
 
     def close(self) -> None:
         port, self._port = self._port, None
@@ -76,6 +74,12 @@ class SerialLine:
         except (serial.SerialException, OSError) as exc:
             raise LinkLost(f"{self.settings.port}: {exc}") from exc
 
+    def _fileno(self) -> int | None:
+        try:
+            return int(self._require().fileno())
+        except (AttributeError, NotImplementedError, OSError, ValueError, serial.SerialException):
+            return None
+
     async def read_reply(
         self,
         complete: Callable[[bytes], bool],
@@ -89,6 +93,57 @@ class SerialLine:
         ``quiet_s`` > 0 waits that long after the last byte before calling it complete (Modbus
         RTU frame end); it still returns early once ``complete`` holds and the line is quiet.
         """
+        fd = self._fileno()
+        if fd is None:
+            return await self._read_reply_ticking(complete, timeout_s, quiet_s, max_bytes)
+        loop = asyncio.get_running_loop()
+        buf = bytearray()
+        arrived = asyncio.Event()
+        lost: list[LinkLost] = []
+        last_rx = time.monotonic()
+
+        def on_readable() -> None:
+            nonlocal last_rx
+            try:
+                chunk = self._read_now()
+            except LinkLost as exc:
+                lost.append(exc)
+                loop.remove_reader(fd)
+                arrived.set()
+                return
+            if chunk:
+                buf.extend(chunk)
+                last_rx = time.monotonic()
+                arrived.set()
+
+        deadline = time.monotonic() + timeout_s
+        loop.add_reader(fd, on_readable)
+        try:
+            while True:
+                if lost:
+                    raise lost[0]
+                now = time.monotonic()
+                if len(buf) >= max_bytes:
+                    return bytes(buf)
+                wait = deadline - now
+                if buf and complete(bytes(buf)):
+                    quiet_left = quiet_s - (now - last_rx)
+                    if quiet_left <= 0:
+                        return bytes(buf)
+                    wait = min(wait, quiet_left)
+                if wait <= 0:
+                    return bytes(buf)
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), wait)
+        finally:
+            if not lost:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(fd)
+
+    async def _read_reply_ticking(
+        self, complete: Callable[[bytes], bool], timeout_s: float, quiet_s: float, max_bytes: int
+    ) -> bytes:
         buf = bytearray()
         deadline = time.monotonic() + timeout_s
         last_rx = time.monotonic()

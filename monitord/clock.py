@@ -6,9 +6,12 @@ infusion runs in a second and a wall-clock jump can be simulated without touchin
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 
 class Clock(Protocol):
@@ -23,6 +26,14 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """``wall_synchronized`` is asked for every event: the kernel's answer is kept ``sync_ttl_s``
+    (NTP changes the state over minutes, so a second's staleness tells nothing new)."""
+
+    def __init__(self, sync_ttl_s: float = 1.0) -> None:
+        self.sync_ttl_s = sync_ttl_s
+        self._sync_checked = float("-inf")
+        self._synced = False
+
     def monotonic(self) -> float:
         return time.monotonic()
 
@@ -30,7 +41,11 @@ class SystemClock:
         return datetime.now(UTC)
 
     def wall_synchronized(self) -> bool:
-        return clock_synchronized()
+        now = time.monotonic()
+        if now - self._sync_checked >= self.sync_ttl_s:
+            self._synced = clock_synchronized()
+            self._sync_checked = now
+        return self._synced
 
 
 class FakeClock:
@@ -61,19 +76,34 @@ class FakeClock:
         self._wall += timedelta(seconds=seconds)
 
 
-def clock_synchronized() -> bool:
-    """Ask the kernel whether NTP has synchronised the clock (adjtimex STA_UNSYNC clear)."""
+class _Timex(ctypes.Structure):
+    # struct timex is 208 bytes on 64-bit Linux; the padding leaves room for any ABI.
+    _fields_ = [("modes", ctypes.c_uint), ("_pad", ctypes.c_byte * 508)]
+
+
+@functools.cache
+def _adjtimex() -> Callable[[Any], int] | None:
+    """libc's adjtimex, looked up once. ``CDLL(None)`` is the running process, which has libc
+    loaded: no ``find_library`` (it spawns ``ldconfig -p``, milliseconds per call)."""
     try:
-        import ctypes
-        import ctypes.util
+        fn = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.POINTER(_Timex)]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[Any], int], fn)
 
-        class Timex(ctypes.Structure):
-            _fields_ = [("modes", ctypes.c_uint), ("_pad", ctypes.c_byte * 508)]
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        tx = Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-        # TIME_ERROR (5): not synchronised; -1: the call failed (e.g. a seccomp filter), so unknown.
-        return state not in (-1, 5)
+def clock_synchronized() -> bool:
+    """Ask the kernel whether NTP has synchronised the clock (adjtimex STA_UNSYNC clear).
+
+    A read-only ``adjtimex`` (modes 0): one system call, microseconds, never blocks."""
+    fn = _adjtimex()
+    if fn is None:
+        return False
+    try:
+        state = fn(ctypes.byref(_Timex()))
     except Exception:
         return False
+    # TIME_ERROR (5): not synchronised; -1: the call failed (e.g. a seccomp filter), so unknown.
+    return state not in (-1, 5)

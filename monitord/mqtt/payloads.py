@@ -209,12 +209,18 @@ class AckCommand:
     station: str
     rule_id: str
     user: str
+    alarm_seq: int | None = None  # the transition the station saw: an older one is refused as stale
 
 
-def ack_command(station: str, rule_id: str, user: str) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "station": station, "rule_id": rule_id, "user": user}
+def ack_command(station: str, rule_id: str, user: str, alarm_seq: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"v": SCHEMA_VERSION, "station": station, "rule_id": rule_id, "user": user}
+    if alarm_seq is not None:
+        out["alarm_seq"] = alarm_seq
+    return out
 
 
 def parse_ack(payload: dict[str, Any]) -> AckCommand:
     """Fields of a schema-valid ``cmd/ack`` payload (validate first)."""
-    return AckCommand(str(payload["station"]).strip(), str(payload["rule_id"]).strip(), str(payload["user"]).strip())
+    seq = payload.get("alarm_seq")
+    return AckCommand(str(payload["station"]).strip(), str(payload["rule_id"]).strip(), str(payload["user"]).strip(),
+                      int(seq) if seq is not None else None)

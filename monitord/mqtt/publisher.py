@@ -1,19 +1,27 @@
-"""Forward one bed to the broker: committed events from the store, live state from the engine.
+"""Forward one bed to the broker: committed events, and the live state from the engine.
 
 - ``status`` (retained): "online" on every CONNACK; the retained will says "offline" if the link
   dies; an explicit "offline" is sent before a clean disconnect (the will does not fire then).
-- ``events/alarm``, ``vitals``, ``infusion``: read from the store in ``seq`` order, in pages, at
-  most ``WINDOW`` unconfirmed at a time, QoS 1. The durable cursor advances only past events
-  whose PUBACK paho has confirmed (``on_publish``), so an alarm transition is never lost: after a
-  broker outage or a daemon restart the backlog goes out in order, then live data. Readings that
-  were already committed when the connection came up are not replayed (they are stale; the store
-  keeps them); alarm transitions always are.
+- ``events/alarm``, ``vitals``, ``infusion``: in ``seq`` order, QoS 1, at most ``WINDOW``
+  unconfirmed at a time, and only once the store has committed them (stored before published).
+  The publisher keeps the engine's events in memory (at most ``MEMORY_MAX``) and sends them when
+  the writer reports their commit: nothing is read back. Only what is not in memory is read from
+  the store, in pages: the backlog of an earlier run, or what was shed during a long outage.
+- The cursor (the last seq below which the broker has confirmed everything, ``on_publish``) is
+  saved at most every ``CURSOR_SAVE_S`` and at stop, never on the event loop: on the writer's
+  thread right after one of its commits, or in a worker thread when the writer is idle. After a
+  restart forwarding resumes from the saved cursor: alarm transitions confirmed after it are sent
+  again (identical, same ``seq``/``alarm_seq``), none is lost. Readings that were already
+  committed when the connection came up are not replayed (they are stale; the store keeps them).
 - ``state`` and ``alarms`` (retained) come from ``engine.snapshot()`` on the event loop: state
   coalesced to at most one a second, alarms on every change and in full after every connect.
-- ``cmd/ack`` (only with ``accept_ack``): an alarm acknowledgement from a listed station.
+- ``cmd/ack`` (only with ``accept_ack``): an alarm acknowledgement from a listed station, judged
+  on paho's thread by ``monitord.mqtt.commands`` (size, rate, parsing, checks) before the event
+  loop sees it.
 
 paho runs its network loop on its own thread; every callback is handed to the event loop with
-``call_soon_threadsafe`` and all of this object's state is touched on the event loop only.
+``call_soon_threadsafe`` and this object's state is changed on the event loop only (the cursor
+is read by the savers, which hold ``_cursor_lock`` for what they change).
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -32,9 +43,10 @@ from monitord.config import Config
 from monitord.errors import Refused
 from monitord.events import Event, EventKind
 from monitord.loop import RuleLoop
-from monitord.mqtt import payloads, schemas
+from monitord.mqtt import payloads
 from monitord.mqtt import topics as t
 from monitord.mqtt.client import describe, make_client
+from monitord.mqtt.commands import MAX_BYTES, REPORT_EVERY_S, CommandGate, Refusal
 from monitord.readings import Acknowledge, OutputStatus
 
 log = logging.getLogger(__name__)
@@ -42,12 +54,17 @@ log = logging.getLogger(__name__)
 CURSOR = "mqtt"
 PAGE = 200  # events read from the store at once
 WINDOW = 100  # forwarded events awaiting PUBACK at most
+MEMORY_MAX = 2_000  # events held for forwarding (~15 min of readings offline); older: from the store
+CURSOR_SAVE_S = 2.0  # the cursor is saved at most this often: a restart resends at most this much
 STATE_MIN_INTERVAL_S = 1.0  # state coalescing
 STATE_HEARTBEAT_S = 10.0  # republish state (ages, last-reading times) at least this often
 STOP_CONFIRM_S = 2.0  # wait this long for the broker to confirm the "offline" status
+READINGS = (EventKind.VITALS, EventKind.INFUSION)
 
 
 class EventStore(Protocol):
+    @property
+    def committed_seq(self) -> int: ...
     def events_after(self, seq: int, limit: int) -> list[Event]: ...
     def get_cursor(self, name: str) -> int: ...
     def set_cursor(self, name: str, seq: int) -> None: ...
@@ -74,13 +91,24 @@ class MqttPublisher:
         self._stopping = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # Forwarding: highest seq taken from the store, and seq -> confirmed, in seq order.
+        # Forwarding. Every event up to _taken was sent or needs no sending; _unconfirmed holds
+        # the seqs sent and not yet confirmed (in seq order), _mid_seq maps paho's mids to them.
         self._taken = 0
-        self._pending: dict[int, bool] = {}
+        self._unconfirmed: dict[int, int] = {}
         self._mid_seq: dict[int, int] = {}
+        self._buffer: deque[Event] = deque()  # forwardable events after _store_until, not yet taken
+        self._store_until = 0  # events up to this seq are not in memory: read from the store
         self._cursor = 0
+        self._saved_cursor = 0
+        self._saved_at = float("-inf")
+        self._last_commit_at = float("-inf")
+        self._cursor_lock = threading.Lock()
         self._committed = 0  # last committed seq the store told us about
         self._horizon = 0  # readings at or below this seq are backlog: not replayed
+        self._reading_store = False
+        # Commands
+        self.gate = CommandGate(self.topic(t.CMD_ACK), self.cfg.accept_ack, frozenset(self.cfg.ack_stations))
+        self._dropped_reported_at = float("-inf")
         # Live state
         self._state_dirty = True
         self._state_sent_at = float("-inf")
@@ -95,9 +123,12 @@ class MqttPublisher:
 
     async def start(self) -> None:
         self._aloop = asyncio.get_running_loop()
-        self._cursor = self._taken = self._committed = self.store.get_cursor(CURSOR)
-        self.store.add_commit_listener(self._commit_from_writer)
-        self._committed = max(self._committed, self._scan_committed())
+        saved = await asyncio.to_thread(self.store.get_cursor, CURSOR)
+        self._cursor = self._saved_cursor = self._taken = saved
+        self.store.add_commit_listener(self._commit_from_writer)  # first: no commit goes unheard
+        self._committed = max(saved, self.store.committed_seq)
+        # Events so far are in the store (or on their way): read from there; later ones are kept.
+        self._store_until = self.engine.seq
         self.engine.subscribe(self._on_engine_event)
 
         client = make_client(self.cfg, self.client_id)
@@ -114,6 +145,7 @@ class MqttPublisher:
         self._tasks = [
             asyncio.create_task(self._forward(), name="mqtt-forward"),
             asyncio.create_task(self._state_loop(), name="mqtt-state"),
+            asyncio.create_task(self._cursor_loop(), name="mqtt-cursor"),
         ]
 
     async def stop(self) -> None:
@@ -132,6 +164,8 @@ class MqttPublisher:
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
         self.connected = False
+        self._report_dropped(force=True)
+        await self._save_cursor()
 
     # -- paho thread -> event loop --------------------------------------------------------
 
@@ -142,7 +176,15 @@ class MqttPublisher:
             self._aloop.call_soon_threadsafe(fn, *args)
 
     def _commit_from_writer(self, seq: int) -> None:
+        """On the store's writer thread, right after a commit."""
+        self._last_commit_at = time.monotonic()
         self._post(self._on_commit, seq)
+        # Saved here, between the writer's own transactions, the cursor never competes with them.
+        if self._cursor > self._saved_cursor and self._last_commit_at - self._saved_at >= CURSOR_SAVE_S:
+            try:
+                self._write_cursor(self._cursor)
+            except Exception:  # the store reports its own health; the next commit retries
+                log.exception("saving the MQTT cursor failed")
 
     def _paho_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -162,7 +204,16 @@ class MqttPublisher:
         self._post(self._on_puback, mid)
 
     def _paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._post(self._on_command, msg.topic, bytes(msg.payload), bool(msg.retain))
+        # Judged here, on paho's thread: a flood or a huge payload never reaches the event loop.
+        try:
+            verdict = self.gate.judge(msg.topic, msg.payload, bool(msg.retain))
+        except Exception:  # a bug in judging must not kill paho's thread
+            log.exception("MQTT command on %s could not be judged", msg.topic[:128])
+            return
+        if isinstance(verdict, Refusal):
+            self._post(self._refuse, verdict)
+        elif verdict is not None:
+            self._post(self._on_ack, verdict)
 
     # -- connection state (event loop) ----------------------------------------------------
 
@@ -194,82 +245,144 @@ class MqttPublisher:
             log.warning("MQTT link lost: %s", detail)
         self._report(False, detail)
 
-    # -- forwarding from the store ----------------------------------------------------------
-
-    def _scan_committed(self) -> int:
-        """The last seq already in the store (read in pages; nothing kept)."""
-        last = self._cursor
-        while page := self.store.events_after(last, PAGE):
-            last = page[-1].seq
-        return last
+    # -- forwarding: from memory once committed, from the store what memory does not hold ---
 
     def _on_commit(self, seq: int) -> None:
         self._committed = max(self._committed, seq)
-        self._wake.set()
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send what can go now; a store read is left to the forwarding task."""
+        if self._taken < self._store_until:
+            self._wake.set()
+        else:
+            self._forward_from_memory()
 
     async def _forward(self) -> None:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self._forward_some()
+                while self._room() > 0 and self._taken < min(self._store_until, self._committed):
+                    if not await self._forward_from_store():
+                        break
+                self._forward_from_memory()
             except Exception:  # the store had trouble: it reports its own health; retry on the next wake
                 log.exception("MQTT forwarding failed at seq %d", self._taken)
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
-    def _forward_some(self) -> None:
-        while self.connected and not self._stopping:
-            room = WINDOW - (len(self._pending) - sum(self._pending.values()))
-            if room <= 0:
-                return  # the next PUBACK wakes us
-            events = self.store.events_after(self._taken, min(PAGE, room))
-            for ev in events:
-                self._send(ev)
-            self._advance()
-            if len(events) < min(PAGE, room):
-                return
+    def _room(self) -> int:
+        if not self.connected or self._stopping:
+            return 0
+        return WINDOW - len(self._unconfirmed)
+
+    async def _forward_from_store(self) -> bool:
+        """Send one page of stored events up to ``_store_until``; False if nothing could be sent."""
+        n = min(PAGE, self._room())
+        taken = self._taken
+        self._reading_store = True
+        try:
+            events = await asyncio.to_thread(self.store.events_after, taken, n)
+        finally:
+            self._reading_store = False
+        if self._room() < len(events) or self._taken != taken:
+            return False  # the link dropped meanwhile: read again once it is back
+        limit = min(self._store_until, self._committed)
+        for ev in events:
+            if ev.seq > limit:
+                break
+            self._send(ev)
+        if len(events) < n or (events and events[-1].seq > limit):
+            self._taken = max(self._taken, limit)  # nothing else stored up to the limit
+        while self._buffer and self._buffer[0].seq <= self._taken:
+            self._buffer.popleft()
+        self._advance()
+        return True
+
+    def _forward_from_memory(self) -> None:
+        if self._reading_store or self._taken < self._store_until:
+            return
+        room = self._room()
+        if room <= 0:
+            return
+        buf = self._buffer
+        while buf and buf[0].seq <= self._committed and room > 0:
+            self._send(buf.popleft())
+            room -= 1
+        if not buf or buf[0].seq > self._committed:
+            # The rest up to the commit are kinds that are not forwarded one by one.
+            self._taken = max(self._taken, self._committed)
+        self._advance()
+
+    def _keep(self, event: Event) -> None:
+        if event.seq <= self._store_until or event.bed_id != self.config.bed.id or event.kind not in payloads.FORWARDED:
+            return
+        self._buffer.append(event)
+        if len(self._buffer) > MEMORY_MAX:
+            self._shed()
+
+    def _shed(self) -> None:
+        """Memory is full (a long outage): drop what will not be sent, else leave the oldest to the store."""
+        if not self.connected:
+            # Readings committed while the link is down fall under the next connect's horizon anyway.
+            kept = [e for e in self._buffer if not (e.kind in READINGS and e.seq <= self._committed)]
+            self._buffer = deque(kept)
+        while len(self._buffer) > MEMORY_MAX:
+            self._store_until = max(self._store_until, self._buffer.popleft().seq)
 
     def _send(self, ev: Event) -> None:
         assert self._client is not None
         route = payloads.FORWARDED.get(ev.kind)
-        is_reading = ev.kind in (EventKind.VITALS, EventKind.INFUSION)
-        if ev.bed_id != self.config.bed.id or route is None or (is_reading and ev.seq <= self._horizon):
-            self._pending[ev.seq] = True  # nothing to send: passes as soon as everything before it has
-        else:
+        if ev.bed_id == self.config.bed.id and route is not None and not (ev.kind in READINGS and ev.seq <= self._horizon):
             leaf, build, _schema = route
             info = self._client.publish(self.topic(leaf), dumps(build(ev)), qos=1)
-            self._pending[ev.seq] = False
+            self._unconfirmed[ev.seq] = info.mid
             self._mid_seq[info.mid] = ev.seq
-        self._taken = ev.seq
+        self._taken = max(self._taken, ev.seq)
 
     def _on_puback(self, mid: int) -> None:
         seq = self._mid_seq.pop(mid, None)
         if seq is None:
             return  # status, state or alarms
-        self._pending[seq] = True
+        self._unconfirmed.pop(seq, None)
         self.forwarded += 1
         self._advance()
-        self._wake.set()
+        self._pump()
 
     def _advance(self) -> None:
-        """Move the durable cursor past every confirmed event with nothing unconfirmed before it."""
-        cursor = self._cursor
-        while self._pending:
-            first = next(iter(self._pending))
-            if not self._pending[first]:
-                break
-            del self._pending[first]
-            cursor = first
-        if cursor != self._cursor:
-            self._cursor = cursor
-            self.store.set_cursor(CURSOR, cursor)
+        """The cursor: everything at or below it is confirmed or needs no sending (saved later)."""
+        first = next(iter(self._unconfirmed), None)
+        self._cursor = max(self._cursor, self._taken if first is None else first - 1)
+
+    async def _cursor_loop(self) -> None:
+        """Saves the cursor when the writer is idle (no commit to save it after)."""
+        while not self._stopping:
+            await asyncio.sleep(CURSOR_SAVE_S)
+            if time.monotonic() - self._last_commit_at >= CURSOR_SAVE_S:
+                await self._save_cursor()
+
+    async def _save_cursor(self) -> None:
+        if self._cursor > self._saved_cursor:
+            try:
+                await asyncio.to_thread(self._write_cursor, self._cursor)
+            except Exception:  # the store reports its own health; the next save retries
+                log.exception("saving the MQTT cursor failed")
+
+    def _write_cursor(self, cursor: int) -> None:
+        """Off the event loop. Never moves the saved cursor back (two saves may overlap)."""
+        with self._cursor_lock:
+            if cursor > self._saved_cursor:
+                self.store.set_cursor(CURSOR, cursor)
+                self._saved_cursor = cursor
+                self._saved_at = time.monotonic()
 
     # -- live state -----------------------------------------------------------------------
 
     def _on_engine_event(self, event: Event) -> None:
         # Called inside engine.submit: snapshot only once the engine has settled.
         self._state_dirty = True
+        self._keep(event)
         if event.kind is EventKind.ALARM and not self._alarms_scheduled and self._aloop is not None:
             self._alarms_scheduled = True
             self._aloop.call_soon(self._publish_alarms)
@@ -278,6 +391,7 @@ class MqttPublisher:
         aloop = asyncio.get_running_loop()
         while not self._stopping:
             await asyncio.sleep(STATE_MIN_INTERVAL_S)
+            self._report_dropped()
             if not self.connected:
                 continue
             try:
@@ -324,29 +438,7 @@ class MqttPublisher:
 
     # -- the one command: acknowledge, from an authorised central station -------------------
 
-    def _on_command(self, topic: str, raw: bytes, retained: bool) -> None:
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            self._refuse(topic, None, "payload is not JSON")
-            return
-        if topic != self.topic(t.CMD_ACK):
-            self._refuse(topic, payload, "not a command this bed accepts")
-            return
-        if not self.cfg.accept_ack:
-            self._refuse(topic, payload, "acknowledgement from central stations is disabled")
-            return
-        if retained:
-            self._refuse(topic, payload, "retained command (commands must not be retained)")
-            return
-        problems = schemas.errors("cmd-ack", payload)
-        if problems:
-            self._refuse(topic, payload, "invalid command: " + "; ".join(problems))
-            return
-        ack = payloads.parse_ack(payload)
-        if ack.station not in self.cfg.ack_stations:
-            self._refuse(topic, payload, f"station '{ack.station}' is not authorised to acknowledge")
-            return
+    def _on_ack(self, ack: payloads.AckCommand) -> None:
         task = asyncio.get_running_loop().create_task(self._apply_ack(ack))
         self._tasks.append(task)
         task.add_done_callback(lambda done: self._tasks.remove(done) if done in self._tasks else None)
@@ -354,21 +446,26 @@ class MqttPublisher:
     async def _apply_ack(self, ack: payloads.AckCommand) -> None:
         actor = f"central:{ack.station}:{ack.user}"
         try:
-            await self.loop.command(Acknowledge(ack.rule_id, actor=actor))
+            await self.loop.command(Acknowledge(ack.rule_id, actor=actor, alarm_seq=ack.alarm_seq))
             log.info("alarm %s acknowledged by %s", ack.rule_id, actor)
         except Refused as exc:  # the engine recorded it as a rejected event
             log.warning("acknowledgement of %s by %s refused: %s", ack.rule_id, actor, exc)
 
-    def _refuse(self, topic: str, payload: Any, reason: str) -> None:
-        station = payload.get("station") if isinstance(payload, dict) else None
-        user = payload.get("user") if isinstance(payload, dict) else None
-        rule_id = payload.get("rule_id") if isinstance(payload, dict) else None
-        log.warning("refused MQTT command on %s from station %r user %r: %s", topic, station, user, reason)
-        self.engine.record_system(
-            "mqtt_command_refused",
-            topic=topic,
-            station=station if isinstance(station, str) else None,
-            user=user if isinstance(user, str) else None,
-            rule_id=rule_id if isinstance(rule_id, str) else None,
-            reason=reason,
-        )
+    def _refuse(self, r: Refusal) -> None:
+        log.warning("refused MQTT command on %s from station %r user %r: %s", r.topic, r.station, r.user, r.reason)
+        self.engine.record_system("mqtt_command_refused", topic=r.topic, station=r.station, user=r.user,
+                                  rule_id=r.rule_id, reason=r.reason)
+
+    def _report_dropped(self, force: bool = False) -> None:
+        """Commands dropped unread (too large, over the rate): logged and audited as counts."""
+        now = asyncio.get_running_loop().time()
+        if not force and now - self._dropped_reported_at < REPORT_EVERY_S:
+            return
+        dropped = self.gate.take_dropped()
+        if not dropped:
+            return
+        self._dropped_reported_at = now
+        log.warning("dropped MQTT commands unread: %d too large (largest %d bytes, limit %d), %d over the rate limit",
+                    dropped.too_large, dropped.largest_bytes, MAX_BYTES, dropped.rate_limited)
+        self.engine.record_system("mqtt_commands_dropped", too_large=dropped.too_large,
+                                  rate_limited=dropped.rate_limited, largest_bytes=dropped.largest_bytes)

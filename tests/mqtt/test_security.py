@@ -36,8 +36,9 @@ async def test_tls_with_password(tmp_path: Path) -> None:
         broker.stop()
 
 
-def ack(sub: Subscriber, bed_id: str, station: str, rule_id: str, user: str = "nurse-7", retain: bool = False) -> None:
-    body = json.dumps(payloads.ack_command(station, rule_id, user))
+def ack(sub: Subscriber, bed_id: str, station: str, rule_id: str, user: str = "nurse-7", retain: bool = False,
+        alarm_seq: int | None = None) -> None:
+    body = json.dumps(payloads.ack_command(station, rule_id, user, alarm_seq))
     sub.client.publish(f"{ROOT}/{bed_id}/cmd/ack", body, qos=1, retain=retain).wait_for_publish(10)
 
 
@@ -100,3 +101,22 @@ async def test_ack_is_ignored_unless_enabled(bed: Bed, subscriber: Subscriber) -
     bed.fault(False)
     await subscriber.until(lambda s: [m for m in s.on("/events/alarm") if m.payload["transition"] == "cleared"])
     assert [m.payload["transition"] for m in subscriber.on("/events/alarm")] == ["raised", "cleared"]
+
+
+async def test_a_stale_ack_does_not_silence_a_later_occurrence(ack_bed: Bed, subscriber: Subscriber) -> None:
+    def occurrence() -> int:
+        return next(a.occurrence_seq for a in ack_bed.engine.alarms.active() if a.rule.id == "tech.pump.device_fault")
+
+    seen = occurrence()
+    ack_bed.fault(False)
+    await until(lambda: "tech.pump.device_fault" not in ack_bed.active())
+    ack_bed.fault(True)
+    await until(lambda: "tech.pump.device_fault" in ack_bed.active() and occurrence() > seen, what="raised again")
+    # A station acknowledging what it showed before the alarm cleared: refused, the alarm still sounds.
+    ack(subscriber, "bed-a", "central-icu", "tech.pump.device_fault", alarm_seq=seen)
+    await until(lambda: [e for e in ack_bed.events() if e.kind.value == "rejected"], what="stale ack rejected")
+    rejected = next(e.data for e in ack_bed.events() if e.kind.value == "rejected")
+    assert "stale" in rejected["reason"] and rejected["actor"] == "central:central-icu:nurse-7"
+    assert inactivation(ack_bed, "tech.pump.device_fault") == "enabled"
+    ack(subscriber, "bed-a", "central-icu", "tech.pump.device_fault", alarm_seq=occurrence())
+    await until(lambda: inactivation(ack_bed, "tech.pump.device_fault") == "acknowledged", what="current ack applied")
