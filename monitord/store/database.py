@@ -85,7 +85,17 @@ def _sqlite_recipe(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A write transaction takes the write lock at once (waiting up to busy_timeout): a deferred
+        # one that reads first fails at its first write if another connection wrote meanwhile.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
+
+
+IMMEDIATE = "sqlite_immediate"
+
+
+def writing(engine: Engine) -> Any:
+    """``with writing(engine) as conn:`` a write transaction (SQLite: BEGIN IMMEDIATE)."""
+    return engine.execution_options(**{IMMEDIATE: True}).begin()
 
 
 def _check_sqlite(path: Path) -> str | None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, delete, func, select
 
 from monitord.store import models as m
+from monitord.store.database import writing
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Retention:
     def _chunked(self, model: type[m.Reading] | type[m.StoredEvent], *where: object) -> int:
         total = 0
         while True:
-            with self.engine.begin() as conn:
+            with writing(self.engine) as conn:
                 ids = select(model.id).where(model.bed_id == self.bed_id, *where).limit(CHUNK)  # type: ignore[arg-type]
                 n = conn.execute(delete(model).where(model.id.in_(ids.scalar_subquery()))).rowcount
             total += n

@@ -27,7 +27,7 @@ from monitord.config import Config
 from monitord.events import Event, EventKind
 from monitord.readings import OutputStatus
 from monitord.store import models as m
-from monitord.store.database import Opened, open_database
+from monitord.store.database import Opened, open_database, writing
 from monitord.store.derive import BatchWriter, bound_text, column_limit, year_before
 from monitord.store.numbering import Numbering, Reserved
 from monitord.store.retention import Retention
@@ -248,7 +248,7 @@ class Store:
 
     def set_cursor(self, name: str, seq: int) -> None:
         now = datetime.now(UTC)
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             done = conn.execute(
                 update(m.Cursor).where(m.Cursor.bed_id == self.bed_id, m.Cursor.name == name)
                 .values(seq=seq, updated_at=now)

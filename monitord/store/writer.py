@@ -42,7 +42,7 @@ from sqlalchemy.exc import (
 
 from monitord.events import Event, EventKind
 from monitord.store import models as m
-from monitord.store.database import database_id, file_identity, migrate, prepare_sqlite
+from monitord.store.database import database_id, file_identity, migrate, prepare_sqlite, writing
 from monitord.store.derive import BatchWriter, Derived, sanitized
 from monitord.store.numbering import Numbering
 from monitord.store.retention import Retention
@@ -314,7 +314,7 @@ class Writer:
         """One transaction into the database we opened (checked first); ``last`` is then done."""
         saved = self.batch.derived.copy()
         try:
-            with self.engine.begin() as conn:
+            with writing(self.engine) as conn:
                 self._check_database(conn)
                 write(conn)
         except Exception:

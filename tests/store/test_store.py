@@ -365,3 +365,42 @@ async def test_a_weight_far_from_the_last_admission_is_flagged_from_the_registry
     bed.engine.tick()
     assert "entry.weight_check" not in {a["rule_id"] for a in bed.engine.snapshot()["alarms"]}
     await bed.stop()
+
+
+def test_a_write_transaction_that_reads_first_is_not_refused_by_a_concurrent_write(tmp_path: Any) -> None:
+    """Two writers on one SQLite file (the store writer and a cursor save): the second waits for the
+    first instead of failing with 'database is locked' at its first write."""
+    import threading
+
+    from sqlalchemy import text
+
+    from monitord.store.database import make_engine, writing
+
+    import sqlite3
+
+    raw = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    raw.execute("PRAGMA journal_mode = WAL")
+    raw.execute("CREATE TABLE t (x INTEGER)")
+    raw.close()
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    other_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def other_writer() -> None:
+        try:
+            with writing(engine) as conn:
+                conn.execute(text("INSERT INTO t VALUES (2)"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        other_done.set()
+
+    with writing(engine) as conn:
+        conn.execute(text("SELECT count(*) FROM t")).scalar()  # read first, as the writer does
+        threading.Thread(target=other_writer).start()
+        other_done.wait(0.5)  # the other writer is waiting for the lock, not writing in between
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    other_done.wait(10)
+    assert errors == []
+    with engine.connect() as conn:
+        assert sorted(v for (v,) in conn.execute(text("SELECT x FROM t"))) == [1, 2]
+    engine.dispose()
