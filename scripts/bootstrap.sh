@@ -8,6 +8,7 @@ VENV="${MONITORD_VENV:-$ROOT/.venv}"
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # browser tests of the central web view (tests/central)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "bootstrap: installing ${need_apt[*]}" >&2

@@ -1,80 +1,80 @@
-"""The central overview: one row per bed from the MQTT feed (``<root>/+/#``).
+"""``monitord central``: the overview in a terminal (Textual), or ``--web`` in a browser.
 
-A row shows the bed's link status, session, dose rate, key vitals, its highest active alarm and
-how old its data is. An offline bed, or one silent for ``NO_DATA_AFTER_S``, says so in words and
-in reverse video, and its numbers are blanked rather than shown as if current. Read-only: it
-sends nothing to the beds.
+A row per bed: status, the age of its data, its highest active alarm, dose rate, key vitals and
+session; highest alarm first, then by name. Status and age come first so they stay on screen at
+80 columns. Which values are blanked and why: ``monitord.central.view``. Read-only: it sends
+nothing to the beds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header
 
-from monitord.central.feed import NO_DATA_AFTER_S, BedView, Overview
-from monitord.config import ConfigError, MqttConfig, TLSConfig, load_config
-from monitord.mqtt.client import make_client
+from monitord.central import view as v
+from monitord.central.consumer import FeedConsumer
+from monitord.central.feed import Overview
+from monitord.config import Config, ConfigError, MqttConfig, TLSConfig, load_config
 
 REFRESH_S = 0.5
-COLUMNS = [("bed", "Bed"), ("status", "Status"), ("session", "Session"), ("dose", "Dose mg/kg/h"),
-           ("hr", "HR /min"), ("spo2", "SpO2 %"), ("rr", "RR /min"), ("etco2", "EtCO2 mmHg"),
-           ("nibp", "NIBP mmHg"), ("alarm", "Highest alarm"), ("age", "Data age")]
+# (key, label, fixed width or None). Fixed widths: a cell never cuts OFFLINE / NO DATA or an age.
+# The alarm column takes what the screen leaves beyond the others, within these bounds.
+ALARM_WIDTH_MIN, ALARM_WIDTH_MAX, OTHER_COLUMNS_WIDTH = 24, 60, 86
+COLUMNS: list[tuple[str, str, int | None]] = [
+    ("bed", "Bed", None), ("status", "Status", 9), ("age", "Age", 6), ("alarm", "Highest alarm", None),
+    ("dose", "Dose mg/kg/h", None), ("hr", "HR", 3), ("spo2", "SpO2", 4), ("rr", "RR", 3),
+    ("etco2", "EtCO2", 5), ("nibp", "NIBP", 7), ("session", "Session", None),
+]
 PRIORITY_STYLE = {"high": "bold reverse red", "medium": "bold reverse yellow", "low": "bold cyan",
                   "advisory": "dim"}
+STATUS_STYLE = {"offline": "bold reverse red", "no_data": "bold reverse yellow"}
 
 
-def _num(v: dict[str, Any] | None, digits: int = 0) -> str:
-    if not v or v.get("value") is None:
-        return "--"
-    return f"{v['value']:.{digits}f}"
+def status_cell(tile: v.Tile) -> Text:
+    if tile.live:
+        return Text("online", style="green")
+    return Text(f" {tile.label} ", style=STATUS_STYLE[tile.condition])
 
 
-def status_cell(bed: BedView, now: float) -> Text:
-    age = bed.age_s(now)
-    if bed.status == "offline":
-        return Text(" OFFLINE ", style="bold reverse red")
-    if bed.status is None or age is None or age > NO_DATA_AFTER_S:
-        return Text(" NO DATA ", style="bold reverse yellow")
-    return Text("online", style="green")
+def alarm_width(screen_width: int) -> int:
+    return max(ALARM_WIDTH_MIN, min(ALARM_WIDTH_MAX, screen_width - OTHER_COLUMNS_WIDTH))
 
 
-def current(bed: BedView, now: float) -> bool:
-    age = bed.age_s(now)
-    return bed.status == "online" and age is not None and age <= NO_DATA_AFTER_S
+def alarm_cell(tile: v.Tile, width: int) -> Text:
+    a = tile.alarm
+    if a is None:
+        return Text("" if not tile.live else "none", style="dim")
+    text = f"{v.PRIORITY_MARK[a['priority']]} {a['priority'].upper()} {a['message']}".strip()
+    more = f" (+{tile.alarm_count - 1})" if tile.alarm_count > 1 else ""
+    room = width - len(more)
+    if len(text) > room:
+        text = text[:room - 1] + "…"
+    return Text(text + more, style=PRIORITY_STYLE.get(a["priority"], ""))
 
 
-def row_cells(bed: BedView, now: float) -> dict[str, Any]:
-    live = current(bed, now)
-    st = bed.state or {}
-    inf = st.get("infusion") or {}
-    alarm = bed.alarms[0] if bed.alarms else None
-    age = bed.age_s(now)
-    sbp, dbp = bed.vital("sbp"), bed.vital("dbp")
-    cells: dict[str, Any] = {
-        "bed": Text(bed.bed_id, style="bold"),
-        "status": status_cell(bed, now),
-        "session": st.get("session", "--") if live else "--",
-        "dose": _num(inf.get("dose_rate"), 2) if live else "--",
-        "hr": _num(bed.vital("hr")) if live else "--",
-        "spo2": _num(bed.vital("spo2")) if live else "--",
-        "rr": _num(bed.vital("rr")) if live else "--",
-        "etco2": _num(bed.vital("etco2")) if live else "--",
-        "nibp": f"{_num(sbp)}/{_num(dbp)}" if live and (sbp or dbp) else "--",
-        "alarm": Text(f"{alarm['priority'].upper()} {alarm['message']}"[:48],
-                      style=PRIORITY_STYLE.get(alarm["priority"], "")) if alarm else Text("none", style="dim"),
-        "age": "--" if age is None else f"{age:.0f} s",
+def row_cells(tile: v.Tile, alarm_w: int) -> dict[str, Any]:
+    vit = tile.vitals
+    sbp, dbp = vit["sbp"], vit["dbp"]
+    return {
+        "bed": Text(tile.bed_id, style="bold"),
+        "status": status_cell(tile),
+        "age": v.fmt_age(tile.age_s),
+        "alarm": alarm_cell(tile, alarm_w),
+        "dose": v.fmt_num(tile.dose, 2),
+        "hr": v.fmt_num(vit["hr"]),
+        "spo2": v.fmt_num(vit["spo2"]),
+        "rr": v.fmt_num(vit["rr"]),
+        "etco2": v.fmt_num(vit["etco2"]),
+        "nibp": f"{v.fmt_num(sbp)}/{v.fmt_num(dbp)}" if sbp.value is not None or dbp.value is not None else "--",
+        "session": tile.session or "--",
     }
-    if alarm and len(bed.alarms) > 1:
-        cells["alarm"].append(f" (+{len(bed.alarms) - 1})")
-    return cells
 
 
 class CentralApp(App[None]):
@@ -82,16 +82,21 @@ class CentralApp(App[None]):
     BINDINGS = [("q", "quit", "Quit")]
     CSS = "DataTable { height: 1fr; }"
 
-    def __init__(self, mqtt_cfg: MqttConfig, client_id: str | None = None,
+    def __init__(self, overview: Overview, consumer: FeedConsumer | None, limits: v.Limits,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``consumer`` None: the caller feeds ``overview`` itself (tests)."""
         super().__init__()
-        self.mqtt_cfg = mqtt_cfg
-        self.client_id = client_id or f"monitord-central-{uuid.uuid4().hex[:8]}"
+        self.overview = overview
+        self.consumer = consumer
+        self.limits = limits
         self.clock = clock
-        self.overview = Overview(mqtt_cfg.topic_root, clock)
-        self.broker_connected = False
-        self._client: mqtt.Client | None = None
-        self._drawn_live: dict[str, bool] = {}  # bed -> whether its row shows current data
+        self._drawn: dict[str, dict[str, str]] = {}  # bed -> its cells as drawn (plain text + style)
+        self._order: list[str] = []
+        self._alarm_w = ALARM_WIDTH_MIN
+
+    @property
+    def broker_connected(self) -> bool:
+        return self.consumer.connected if self.consumer is not None else True
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -99,62 +104,66 @@ class CentralApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        self._columns()
         self.sub_title = "connecting to the broker"
-        client = make_client(self.mqtt_cfg, self.client_id)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = lambda c, u, msg: self.overview.apply(msg.topic, bytes(msg.payload))
-        client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, keepalive=self.mqtt_cfg.keepalive_s)
-        client.loop_start()
-        self._client = client
+        if self.consumer is not None:
+            self.consumer.start()
         self.set_interval(REFRESH_S, self.refresh_rows)
 
+    def _columns(self) -> None:
+        """(Re)build the columns for this screen width; rows follow on the next refresh."""
+        self._alarm_w = alarm_width(self.size.width)
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=self._alarm_w if key == "alarm" else width)
+        self._drawn, self._order = {}, []
+
     def on_unmount(self) -> None:
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            return
-        self.broker_connected = True
-        client.subscribe(f"{self.mqtt_cfg.topic_root.strip('/')}/+/#", qos=1)
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        self.broker_connected = False
+        if self.consumer is not None:
+            self.consumer.stop()
 
     def refresh_rows(self) -> None:
-        """Redraw the beds that changed, and every bed's status and age (they change with time)."""
+        """Redraw the cells that changed (data, status and ages change with time), then re-sort."""
+        if alarm_width(self.size.width) != self._alarm_w:  # the screen was resized
+            self._columns()
         table = self.query_one(DataTable)
         now = self.clock()
-        changed = {b.bed_id for b in self.overview.take_dirty()}
-        added = False
-        for bed in self.overview.all():
-            live = current(bed, now)
-            cells = row_cells(bed, now)
-            if bed.bed_id not in self._drawn_live:
-                table.add_row(*(cells[k] for k, _ in COLUMNS), key=bed.bed_id)
-                added = True
-            elif bed.bed_id in changed or live != self._drawn_live[bed.bed_id]:
-                for key, _ in COLUMNS[1:]:
-                    table.update_cell(bed.bed_id, key, cells[key])
-            else:  # only time moved on
-                table.update_cell(bed.bed_id, "age", cells["age"])
-            self._drawn_live[bed.bed_id] = live
-        if added:
-            table.sort("bed", key=lambda t: str(t))
-        self.sub_title = (f"{len(self._drawn_live)} beds" if self.broker_connected
+        tiles = [v.tile(bed, now, self.limits) for bed in self.overview.all()]
+        for tile in tiles:
+            cells = row_cells(tile, self._alarm_w)
+            drawn = {k: f"{c}|{c.style}" if isinstance(c, Text) else str(c) for k, c in cells.items()}
+            old = self._drawn.get(tile.bed_id)
+            if old is None:
+                table.add_row(*(cells[k] for k, _, _ in COLUMNS), key=tile.bed_id)
+            else:
+                for key, _, _ in COLUMNS[1:]:
+                    if drawn[key] != old[key]:
+                        table.update_cell(tile.bed_id, key, cells[key])
+            self._drawn[tile.bed_id] = drawn
+        order = [t.bed_id for t in v.ordered(tiles)]
+        if order != self._order:
+            index = {bed: i for i, bed in enumerate(order)}
+            table.sort("bed", key=lambda cell: index[str(cell)])
+            self._order = order
+        self.sub_title = (v.beds_text(len(tiles)) if self.broker_connected
                           else "BROKER DISCONNECTED: nothing shown is current")
 
 
-def create_app(mqtt_cfg: MqttConfig, client_id: str | None = None) -> CentralApp:
-    return CentralApp(mqtt_cfg, client_id)
+def create_app(mqtt_cfg: MqttConfig, client_id: str | None = None, config: Config | None = None) -> CentralApp:
+    overview = Overview(mqtt_cfg.topic_root)
+    return CentralApp(overview, FeedConsumer(mqtt_cfg, overview, client_id), v.Limits.from_config(config))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    broker_arguments(parser)
+    parser.add_argument("--web", action="store_true", help="serve the overview to browsers instead of the terminal")
+    parser.add_argument("--web-host", default="127.0.0.1",
+                        help="address the web view listens on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    parser.add_argument("--web-port", type=int, default=8080, help="HTTP port of the web view (default 8080)")
+
+
+def broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="site configuration file (its [mqtt] table names the broker)")
     parser.add_argument("--host", help="broker host (overrides the config)")
     parser.add_argument("--port", type=int, help="broker port")
@@ -163,10 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="CA certificate: connect with TLS")
 
 
-def mqtt_config_from_args(args: argparse.Namespace) -> MqttConfig:
-    import os
-
-    cfg = load_config(args.config).mqtt if args.config else MqttConfig()
+def mqtt_config_from_args(args: argparse.Namespace, config: Config | None = None) -> MqttConfig:
+    cfg = config.mqtt if config is not None else MqttConfig()
     over: dict[str, Any] = {}
     if args.host:
         over["host"] = args.host
@@ -184,9 +191,14 @@ def mqtt_config_from_args(args: argparse.Namespace) -> MqttConfig:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        cfg = mqtt_config_from_args(args)
+        config = load_config(args.config)
+        mqtt_cfg = mqtt_config_from_args(args, config if args.config else None)
     except ConfigError as exc:
         print(exc)
         return 2
-    create_app(cfg).run()
+    if args.web:
+        from monitord.central.web import serve
+
+        return serve(mqtt_cfg, config, args.web_host, args.web_port)
+    create_app(mqtt_cfg, config=config).run()
     return 0
