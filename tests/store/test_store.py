@@ -370,13 +370,12 @@ async def test_a_weight_far_from_the_last_admission_is_flagged_from_the_registry
 def test_a_write_transaction_that_reads_first_is_not_refused_by_a_concurrent_write(tmp_path: Any) -> None:
     """Two writers on one SQLite file (the store writer and a cursor save): the second waits for the
     first instead of failing with 'database is locked' at its first write."""
+    import sqlite3
     import threading
 
     from sqlalchemy import text
 
     from monitord.store.database import make_engine, writing
-
-    import sqlite3
 
     raw = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
     raw.execute("PRAGMA journal_mode = WAL")
