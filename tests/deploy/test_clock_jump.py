@@ -24,7 +24,7 @@ JUMP_AT = 1200  # seconds into the run; the wall clock steps here
 TOTAL = 2400
 START_AT = 60
 PAUSE = (1190, 1205)  # infusion paused across the jump
-SEDATION_AT = 1000  # next assessment due 900 s later, after the jump
+SEDATION_AT = 1000  # the next assessment is due on the schedule grid at 1801 s, after the jump
 SPO2_DIPS = [(1195, 1215, 88.0), (1500, 1510, 88.0)]  # the first outlasts the 15 s delay, the second not
 DEVICE_EPOCH = datetime(2026, 1, 1, 7, 0, tzinfo=UTC)  # the monitor's own clock: it does not jump
 
@@ -111,9 +111,9 @@ def test_wall_clock_jump_changes_no_duration_and_raises_no_alarm(steady: Run, ju
     base = steady.clock.monotonic() - TOTAL
     # The SpO2 dip that straddles the jump is alarmed exactly after its 15 s delay ...
     assert ("vital.spo2_low", base + SPO2_DIPS[0][0] + 15) in raised
-    # ... the short dip never is, and the next observation is due 900 s after the assessment.
+    # ... the short dip never is, and the next observation is due on the schedule grid.
     assert not any(rule == "vital.spo2_low" and mono > base + 1400 for rule, mono in raised)
-    due = base + SEDATION_AT + 900
+    due = base + 1 + 2 * 900  # on the schedule grid from the pump's first infusing report (t=1): 901, 1801, ...
     assert any(rule == "obs.due" and due <= mono <= due + 1 for rule, mono in raised)
     assert jumped.jump_mono is not None
     assert not [a for a in jumped.alarms() if jumped.jump_mono <= a[0] <= jumped.jump_mono + 5]
