@@ -3,7 +3,8 @@
 A row per bed: status, the age of its data, its highest active alarm, dose rate, key vitals and
 session; highest alarm first, then by name. Status and age come first so they stay on screen at
 80 columns. Which values are blanked and why: ``monitord.central.view``. Read-only: it sends
-nothing to the beds.
+the beds nothing but delivery receipts for the alarm transitions it has drawn
+(``monitord.central.receipts``; ``--no-receipts``: none).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header
 from monitord.central import view as v
 from monitord.central.consumer import FeedConsumer
 from monitord.central.feed import Overview
+from monitord.central.receipts import default_station, valid_station
 from monitord.config import Config, ConfigError, MqttConfig, TLSConfig, load_config
 
 REFRESH_S = 0.5
@@ -73,7 +75,7 @@ def row_cells(tile: v.Tile, alarm_w: int) -> dict[str, Any]:
         "rr": v.fmt_num(vit["rr"]),
         "etco2": v.fmt_num(vit["etco2"]),
         "nibp": f"{v.fmt_num(sbp)}/{v.fmt_num(dbp)}" if sbp.value is not None or dbp.value is not None else "--",
-        "session": tile.session or "--",
+        "session": v.session_text(tile),
     }
 
 
@@ -129,6 +131,8 @@ class CentralApp(App[None]):
             self._columns()
         table = self.query_one(DataTable)
         now = self.clock()
+        receipts = self.consumer.receipts if self.consumer is not None else None
+        arrived = receipts.take() if receipts is not None else []  # before reading the model: all drawn below
         tiles = [v.tile(bed, now, self.limits) for bed in self.overview.all()]
         for tile in tiles:
             cells = row_cells(tile, self._alarm_w)
@@ -148,11 +152,15 @@ class CentralApp(App[None]):
             self._order = order
         self.sub_title = (v.beds_text(len(tiles)) if self.broker_connected
                           else "BROKER DISCONNECTED: nothing shown is current")
+        if receipts is not None:
+            receipts.send(arrived)
 
 
-def create_app(mqtt_cfg: MqttConfig, client_id: str | None = None, config: Config | None = None) -> CentralApp:
+def create_app(mqtt_cfg: MqttConfig, client_id: str | None = None, config: Config | None = None,
+               station: str | None = None) -> CentralApp:
+    """``station``: the id of this overview's delivery receipts (None: it sends none)."""
     overview = Overview(mqtt_cfg.topic_root)
-    return CentralApp(overview, FeedConsumer(mqtt_cfg, overview, client_id), v.Limits.from_config(config))
+    return CentralApp(overview, FeedConsumer(mqtt_cfg, overview, client_id, station), v.Limits.from_config(config))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,12 +172,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def broker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="site configuration file (its [mqtt] table names the broker)")
+    parser.add_argument("-c", "--config", help="site configuration file (its [mqtt] table names the broker)")
     parser.add_argument("--host", help="broker host (overrides the config)")
     parser.add_argument("--port", type=int, help="broker port")
     parser.add_argument("--root", help="topic root, e.g. monitord/v1")
     parser.add_argument("--username", help="broker user name (password from MONITORD_MQTT_PASSWORD)")
     parser.add_argument("--ca-file", help="CA certificate: connect with TLS")
+    parser.add_argument("--station", help="station id in the delivery receipts this sends "
+                                          "(default <central|archive>-<host name>)")
+    parser.add_argument("--no-receipts", action="store_true",
+                        help="send no delivery receipts (beds expecting them then raise 'central not confirming')")
+
+
+def station_from_args(args: argparse.Namespace, kind: str) -> str | None:
+    """The receipts' station id, or None with ``--no-receipts``. Raises ValueError if invalid."""
+    if getattr(args, "no_receipts", False):
+        return None
+    return valid_station(args.station) if getattr(args, "station", None) else default_station(kind)
 
 
 def mqtt_config_from_args(args: argparse.Namespace, config: Config | None = None) -> MqttConfig:
@@ -193,12 +212,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         mqtt_cfg = mqtt_config_from_args(args, config if args.config else None)
-    except ConfigError as exc:
+        station = station_from_args(args, "central")
+    except (ConfigError, ValueError) as exc:
         print(exc)
         return 2
     if args.web:
         from monitord.central.web import serve
 
-        return serve(mqtt_cfg, config, args.web_host, args.web_port)
-    create_app(mqtt_cfg, config=config).run()
+        return serve(mqtt_cfg, config, args.web_host, args.web_port, station)
+    create_app(mqtt_cfg, config=config, station=station).run()
     return 0

@@ -2,8 +2,9 @@
 
 What is kept (schema ``--schema``, default ``monitord_archive``):
 
-- ``archive_events``: every forwarded event (``events/alarm``, ``vitals``, ``infusion``) with its
-  payload, keyed on ``(bed, seq)``: a replay or a QoS 1 duplicate is stored once.
+- ``archive_events``: every forwarded event (``events/alarm``, ``events/interlock``,
+  ``events/observation``, ``vitals``, ``infusion``) with its payload, keyed on ``(bed, seq)``: a
+  replay or a QoS 1 duplicate is stored once.
 - ``archive_status``: each ``status`` message (online / offline and why), keyed on (bed, time, status).
 - ``archive_beds``: per bed, the highest ``alarm_seq`` its ``alarms`` messages announced, so a lost
   alarm transition at the end of the record is found too.
@@ -12,6 +13,9 @@ Several workers split the feed through an MQTT shared subscription (``$share/<gr
 broker hands each message to one member of the group. A message is acknowledged to the broker
 only after its row is committed, so a worker that dies loses nothing the broker still holds; the
 key makes the redelivery harmless. ``state`` is not archived: it is derived from the events.
+
+Once an alarm transition is committed the worker sends the bed a delivery receipt for it (station
+``--station``, default ``archive-<host>``; ``--no-receipts``: none): the archive has it.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from monitord.central.receipts import Receipts
 from monitord.config import ConfigError, MqttConfig, load_config
 from monitord.mqtt import topics as t
 from monitord.mqtt.client import describe, make_client
 
 log = logging.getLogger(__name__)
 
-EVENT_LEAVES = (t.ALARM_EVENTS, t.VITALS, t.INFUSION)
+EVENT_LEAVES = (t.ALARM_EVENTS, t.INTERLOCK_EVENTS, t.OBSERVATION_EVENTS, t.VITALS, t.INFUSION)
 LEAVES = (*EVENT_LEAVES, t.STATUS, t.ALARMS)
 BATCH_MAX = 1000  # rows per transaction; under load batches form by themselves, idle ones are written at once
 RETRY_S = 2.0  # pause before writing a batch again after a database error
@@ -233,7 +238,8 @@ class ArchiveWorker:
     """One archive worker: an MQTT client on the (shared) subscription and a writer thread."""
 
     def __init__(self, mqtt_cfg: MqttConfig, store: ArchiveStore, client_id: str, group: str | None = "archive",
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, station: str | None = None) -> None:
+        """``station``: the id this worker confirms stored alarm transitions under; None: no receipts."""
         self.cfg = mqtt_cfg
         self.store = store
         self.client_id = client_id
@@ -255,6 +261,10 @@ class ArchiveWorker:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = lambda *a: self.subscribed.set()
         self._client.on_message = self._on_message
+        self.receipts = Receipts(mqtt_cfg.topic_root, station, self._publish) if station else None
+
+    def _publish(self, topic: str, body: bytes) -> None:
+        self._client.publish(topic, body, qos=1)
 
     def start(self) -> ArchiveWorker:
         self._writer.start()
@@ -301,6 +311,11 @@ class ArchiveWorker:
             rows = [r for r, _, _ in batch if r is not None]
             self.ignored += len(batch) - len(rows)
             self._write(rows)
+            if self.receipts is not None:  # committed: the archive has these transitions
+                for r in rows:
+                    if r.leaf == t.ALARM_EVENTS and isinstance(r.payload.get("rule_id"), str) \
+                            and isinstance(r.payload.get("alarm_seq"), int):
+                        self.receipts.confirm(r.bed, r.payload["rule_id"], r.payload["alarm_seq"])
             for _, mid, qos in batch:
                 if qos:
                     self._client.ack(mid, qos)
@@ -341,13 +356,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import psycopg
 
-    from monitord.central.app import mqtt_config_from_args
+    from monitord.central.app import mqtt_config_from_args, station_from_args
 
     try:
         config = load_config(args.config) if args.config else None
         mqtt_cfg = mqtt_config_from_args(args, config)
+        station = station_from_args(args, "archive")
         store = ArchiveStore(args.url, args.schema)
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(exc)
         return 2
     except psycopg.OperationalError as exc:  # the database is away: a restart may succeed
@@ -361,7 +377,8 @@ def main(args: argparse.Namespace) -> int:
             return 1 if any(r["missing_alarm_seq"] for r in report) else 0
         group = args.group or None
         client_id = args.client_id or f"monitord-archive-{socket.gethostname()}-{group or 'single'}"
-        worker = ArchiveWorker(mqtt_cfg, store, client_id, group, persistent=not args.clean_session).start()
+        worker = ArchiveWorker(mqtt_cfg, store, client_id, group, persistent=not args.clean_session,
+                               station=station).start()
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

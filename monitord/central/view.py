@@ -58,6 +58,7 @@ class Tile:
     alarm: dict[str, Any] | None  # the highest active alarm: priority, message, rule_id
     alarm_count: int
     highs: tuple[str, ...]  # rule ids of the HIGH alarms
+    interlock: str | None = None  # the pump stop interlock's phase where enabled (armed, holding, ...)
 
     @property
     def label(self) -> str:
@@ -81,7 +82,7 @@ class Tile:
         """Everything a display shows except the ages (which change with time alone)."""
         return (self.condition, self.reason, self.session, self.dose.value,
                 tuple(x.value for x in self.vitals.values()), self.alarm and tuple(self.alarm.values()),
-                self.alarm_count, self.highs)
+                self.alarm_count, self.highs, self.interlock)
 
     def to_json(self) -> dict[str, Any]:
         def v(x: Value) -> list[Any]:
@@ -90,7 +91,8 @@ class Tile:
         return {"bed": self.bed_id, "cond": self.condition, "label": self.label, "reason": self.reason,
                 "age": None if self.age_s is None else round(self.age_s, 1), "session": self.session,
                 "dose": v(self.dose), "vitals": {k: v(x) for k, x in self.vitals.items()},
-                "alarm": self.alarm, "count": self.alarm_count, "highs": list(self.highs), "rank": self.rank}
+                "alarm": self.alarm, "count": self.alarm_count, "highs": list(self.highs), "rank": self.rank,
+                "interlock": self.interlock}
 
 
 def condition(bed: BedView, now: float, limits: Limits) -> str:
@@ -148,7 +150,27 @@ def tile(bed: BedView, now: float, limits: Limits) -> Tile:
         alarm=top,
         alarm_count=len(bed.alarms) if live else 0,
         highs=tuple(str(a.get("rule_id")) for a in bed.alarms if a.get("priority") == "high") if live else (),
+        interlock=interlock_phase(bed) if live else None,
     )
+
+
+def interlock_phase(bed: BedView) -> str | None:
+    """The interlock's phase where a bed has one enabled; None where it is off or not reported."""
+    phase = ((bed.state or {}).get("interlock") or {}).get("phase")
+    return str(phase) if isinstance(phase, str) and phase in INTERLOCK_PHASES else None
+
+
+INTERLOCK_PHASES = ("armed", "stopping", "holding", "failed")
+
+
+def session_text(tile: Tile) -> str:
+    """The session, and the interlock where it has acted (it reads in capitals then)."""
+    out = tile.session or "--"
+    if tile.interlock in ("stopping", "holding", "failed"):
+        out += f" | INTERLOCK {tile.interlock.upper()}"
+    elif tile.interlock == "armed":
+        out += " | interlock armed"
+    return out
 
 
 def ordered(tiles: list[Tile]) -> list[Tile]:

@@ -7,7 +7,9 @@ again when the bed sends anything, or when time alone changes what it shows (NO 
 value); the page ages what it shows between tiles. A bed page (``/bed/<id>``) shows trends and
 the alarm history from ``/api/beds/<id>``.
 
-Read-only: every route is GET; nothing is ever sent to the beds. Feed strings reach the page
+Read-only: every route is GET; nothing that acknowledges or changes anything is ever sent to the
+beds. The one message it publishes is a delivery receipt for each alarm transition it has pushed
+to at least one open page (none while no page is open: nobody is looking). Feed strings reach the page
 only as JSON and are put into it as text, never as HTML; the Content-Security-Policy allows no
 inline script.
 """
@@ -33,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from monitord.central import view as v
 from monitord.central.consumer import FeedConsumer
 from monitord.central.feed import Overview
+from monitord.central.receipts import Receipts
 from monitord.config import Config, MqttConfig
 
 log = logging.getLogger(__name__)
@@ -79,8 +82,9 @@ class Broadcaster:
     """Turns the model into tile updates and hands each to every connected page."""
 
     def __init__(self, overview: Overview, limits: v.Limits, connected: Callable[[], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, receipts: Receipts | None = None) -> None:
         self.overview = overview
+        self.receipts = receipts
         self.limits = limits
         self.connected = connected
         self.clock = clock
@@ -142,11 +146,21 @@ class Broadcaster:
                     q.get_nowait()
                 q.put_nowait(None)
 
+    def tick(self) -> None:
+        """One step, pushed to the pages; then the receipts of what they now show."""
+        arrived = self.receipts.take() if self.receipts is not None else []  # before the step: all in it
+        message = self.step()
+        if message is not None:
+            self.publish(message)
+        if self.receipts is not None and arrived:
+            if self.clients:
+                self.receipts.send(arrived)
+            else:
+                self.receipts.give_back(arrived)
+
     async def run(self) -> None:
         while True:
-            message = self.step()
-            if message is not None:
-                self.publish(message)
+            self.tick()
             await asyncio.sleep(TICK_S)
 
     def close(self) -> None:
@@ -160,7 +174,7 @@ def create_web_app(overview: Overview, limits: v.Limits, consumer: FeedConsumer 
                    clock: Callable[[], float] = time.monotonic) -> Starlette:
     """The ASGI app. ``consumer`` is started and stopped with the app; None: the caller feeds ``overview``."""
     connected = (lambda: consumer.connected) if consumer is not None else (lambda: True)
-    hub = Broadcaster(overview, limits, connected, clock)
+    hub = Broadcaster(overview, limits, connected, clock, consumer.receipts if consumer is not None else None)
 
     async def index(request: Request) -> Response:
         return FileResponse(str(STATIC.joinpath("index.html")))
@@ -231,11 +245,12 @@ def create_web_app(overview: Overview, limits: v.Limits, consumer: FeedConsumer 
     return app
 
 
-def serve(mqtt_cfg: MqttConfig, config: Config, host: str, port: int) -> int:
+def serve(mqtt_cfg: MqttConfig, config: Config, host: str, port: int, station: str | None = None) -> int:
+    """``station``: the id of this view's delivery receipts (None: it sends none)."""
     import uvicorn
 
     overview = Overview(mqtt_cfg.topic_root)
-    app = create_web_app(overview, v.Limits.from_config(config), FeedConsumer(mqtt_cfg, overview))
+    app = create_web_app(overview, v.Limits.from_config(config), FeedConsumer(mqtt_cfg, overview, station=station))
     log.info("central web view on http://%s:%d/", host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return 0

@@ -15,9 +15,12 @@
   committed when the connection came up are not replayed (they are stale; the store keeps them).
 - ``state`` and ``alarms`` (retained) come from ``engine.snapshot()`` on the event loop: state
   coalesced to at most one a second, alarms on every change and in full after every connect.
-- ``cmd/ack`` (only with ``accept_ack``): an alarm acknowledgement from a listed station, judged
-  on paho's thread by ``monitord.mqtt.commands`` (size, rate, parsing, checks) before the event
-  loop sees it.
+- ``events/interlock``, ``events/observation``: forwarded like alarm transitions (never dropped).
+- ``cmd/#``: every command is judged on paho's thread by ``monitord.mqtt.commands`` (size, rate,
+  parsing, checks) before the event loop sees it; the only one applied is ``cmd/ack`` (only with
+  ``accept_ack``, from a listed station). Every other command is refused and audited.
+- ``receipt`` (only with ``expect_receipts``): central stations confirm the alarm transitions they
+  showed; judged by the same gate and put into the rule loop as ``CentralReceipt``.
 
 paho runs its network loop on its own thread; every callback is handed to the event loop with
 ``call_soon_threadsafe`` and this object's state is changed on the event loop only (the cursor
@@ -47,7 +50,7 @@ from monitord.mqtt import payloads
 from monitord.mqtt import topics as t
 from monitord.mqtt.client import describe, make_client
 from monitord.mqtt.commands import MAX_BYTES, REPORT_EVERY_S, CommandGate, Refusal
-from monitord.readings import Acknowledge, OutputStatus
+from monitord.readings import Acknowledge, CentralReceipt, OutputStatus
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ class MqttPublisher:
         self.topic = t.Topics(self.cfg.topic_root, config.bed.id)
         self.client_id = self.cfg.client_id or f"monitord-{config.bed.id}"
         self.connected = False
+        self.subscribed = False  # the broker confirmed the subscriptions of this connection
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
@@ -107,7 +111,9 @@ class MqttPublisher:
         self._horizon = 0  # readings at or below this seq are backlog: not replayed
         self._reading_store = False
         # Commands
-        self.gate = CommandGate(self.topic(t.CMD_ACK), self.cfg.accept_ack, frozenset(self.cfg.ack_stations))
+        self.gate = CommandGate(self.topic(t.CMD_ACK), self.cfg.accept_ack, frozenset(self.cfg.ack_stations),
+                                self.topic(t.RECEIPT) if self.cfg.expect_receipts else None)
+        self.receipts = 0  # receipts passed to the rule loop (for tests and diagnostics)
         self._dropped_reported_at = float("-inf")
         # Live state
         self._state_dirty = True
@@ -139,6 +145,7 @@ class MqttPublisher:
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
+        client.on_subscribe = self._paho_subscribe
         self._client = client
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         client.loop_start()
@@ -190,9 +197,20 @@ class MqttPublisher:
         if reason.is_failure:
             self._post(self._on_link_down, f"broker refused the connection: {reason}")
             return
-        if self.cfg.accept_ack:
-            client.subscribe(self.topic(t.CMD_ACK), qos=1)
+        # Every command topic, accepted or not: what is refused is audited (an attempt to release
+        # the interlock over MQTT included).
+        subscriptions = [(self.topic(t.CMD_ALL), 1)]
+        if self.gate.receipt_topic is not None:
+            subscriptions.append((self.gate.receipt_topic, 1))
+        client.subscribe(subscriptions)
         self._post(self._on_connected)
+
+    def _paho_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        refused = [str(r) for r in reasons or () if getattr(r, "is_failure", False)]
+        if refused:  # commands and receipts will not arrive; without receipts the bed alarms by itself
+            log.warning("broker refused the command/receipt subscriptions: %s", ", ".join(refused))
+            return
+        self._post(self._on_subscribed)
 
     def _paho_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._post(self._on_link_down, f"cannot connect to {self.cfg.host}:{self.cfg.port}")
@@ -212,6 +230,8 @@ class MqttPublisher:
             return
         if isinstance(verdict, Refusal):
             self._post(self._refuse, verdict)
+        elif isinstance(verdict, CentralReceipt):
+            self._post(self._on_receipt, verdict)
         elif verdict is not None:
             self._post(self._on_ack, verdict)
 
@@ -236,9 +256,12 @@ class MqttPublisher:
         self._publish_state()
         self._wake.set()
 
+    def _on_subscribed(self) -> None:
+        self.subscribed = self.connected
+
     def _on_link_down(self, detail: str) -> None:
         was = self.connected
-        self.connected = False
+        self.connected = self.subscribed = False
         if self._stopping:
             return
         if was:
@@ -450,6 +473,11 @@ class MqttPublisher:
             log.info("alarm %s acknowledged by %s", ack.rule_id, actor)
         except Refused as exc:  # the engine recorded it as a rejected event
             log.warning("acknowledgement of %s by %s refused: %s", ack.rule_id, actor, exc)
+
+    def _on_receipt(self, receipt: CentralReceipt) -> None:
+        # A reading, not a command: it only notes which station saw which alarm transition.
+        self.receipts += 1
+        self.loop.put(receipt)
 
     def _refuse(self, r: Refusal) -> None:
         log.warning("refused MQTT command on %s from station %r user %r: %s", r.topic, r.station, r.user, r.reason)

@@ -9,7 +9,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-KINDS = ("status", "state", "alarms", "alarm-event", "vitals", "infusion", "cmd-ack")
+KINDS = ("status", "state", "alarms", "alarm-event", "interlock-event", "observation-event", "vitals", "infusion",
+         "cmd-ack", "receipt")
 
 
 @cache

@@ -8,7 +8,11 @@ VITALS = "vitals"
 INFUSION = "infusion"
 ALARMS = "alarms"
 ALARM_EVENTS = "events/alarm"
+INTERLOCK_EVENTS = "events/interlock"
+OBSERVATION_EVENTS = "events/observation"
 CMD_ACK = "cmd/ack"
+CMD_ALL = "cmd/#"  # subscribed in full so that every command sent to the bed is judged and audited
+RECEIPT = "receipt"  # delivery receipts from central stations
 
 
 class Topics:

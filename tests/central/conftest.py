@@ -55,14 +55,14 @@ def line_of(text: str, needle: str) -> str:
 class WebView:
     """``monitord central --web`` as a user starts it, on a free port, against the test broker."""
 
-    def __init__(self, broker_port: int, workdir: Path, root: str = "monitord/v1") -> None:
+    def __init__(self, broker_port: int, workdir: Path, root: str = "monitord/v1", args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "central-web.log"
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitord.cli", "central", "--web", "--host", "127.0.0.1",
-             "--port", str(broker_port), "--root", root, "--web-port", str(self.port)],
+             "--port", str(broker_port), "--root", root, "--web-port", str(self.port), *args],
             stdout=self._out, stderr=subprocess.STDOUT, cwd=REPO)
         try:
             wait_port(self.port, timeout=30)

@@ -156,3 +156,23 @@ def test_malformed_messages_are_counted_not_applied() -> None:
     ov.apply(f"{ROOT}/bed-1/state", b"")  # a cleared retained topic
     ov.apply("elsewhere/bed-1/state", b"{}")
     assert ov.bad_messages == 2 and ov.all() == []
+
+
+def test_the_interlock_shows_per_bed_where_enabled() -> None:
+    import json
+
+    clock = Clock()
+    ov, bed = make(clock), SimBed("bed-1")
+    feed(ov, bed, "status", bed.status())
+    feed(ov, bed, "state", bed.state())
+    t = tile(ov, "bed-1", clock)
+    assert t.interlock is None and v.session_text(t) == "running"  # off: nothing shown
+    for phase, shown in (("armed", "running | interlock armed"), ("holding", "running | INTERLOCK HOLDING"),
+                         ("failed", "running | INTERLOCK FAILED")):
+        st = json.loads(bed.state())
+        st["interlock"] = {"phase": phase, "trigger": "resp.apnoea", "attempts": 1, "pump_restarted": False,
+                           "since_s": 3.0}
+        feed(ov, bed, "state", json.dumps(st).encode())
+        t = tile(ov, "bed-1", clock)
+        assert t.interlock == phase and v.session_text(t) == shown
+        assert t.to_json()["interlock"] == phase

@@ -18,7 +18,17 @@ from monitord.engine import Engine
 from monitord.events import Event
 from monitord.loop import RuleLoop
 from monitord.mqtt.publisher import MqttPublisher
-from monitord.readings import DeviceAlarm, DeviceAlarmCode, DeviceRole
+from monitord.readings import (
+    Admit,
+    ChecklistAnswers,
+    DeviceAlarm,
+    DeviceAlarmCode,
+    DeviceRole,
+    PumpReading,
+    PumpState,
+    SetOrder,
+    StartInfusion,
+)
 from monitord.store import Store
 from tests.mqtt.broker import Mosquitto
 from tests.mqtt.support import Subscriber, until
@@ -26,14 +36,23 @@ from tests.mqtt.support import Subscriber, until
 ROOT = "monitord/v1"
 
 
-def bed_config(port: int, bed_id: str = "bed-7", state_dir: str | None = None, **mqtt: Any) -> Config:
-    """A bed on the test broker; its SQLite store in a fresh temporary directory unless given."""
+def bed_config(port: int, bed_id: str = "bed-7", state_dir: str | None = None, more: dict[str, Any] | None = None,
+               **mqtt: Any) -> Config:
+    """A bed on the test broker; its SQLite store in a fresh temporary directory unless given.
+    ``more``: further top-level config tables (``devices``, ``interlock``...)."""
     state_dir = state_dir or tempfile.mkdtemp(prefix="monitord-mqtt-")
     return load_config(overrides={
         "bed": {"id": bed_id, "care_area": "monitored-unit"},
         "store": {"state_dir": state_dir, "flush_interval_s": 0.05},
         "mqtt": {"host": "127.0.0.1", "port": port, "topic_root": ROOT, "keepalive_s": 5, **mqtt},
+        **(more or {}),
     })
+
+
+# A pump whose driver may be sent stop commands, and the interlock on, triggered by the pump's
+# own device fault (a HIGH alarm a test raises at once with ``Bed.fault``).
+PUMP = {"driver": "modbus", "serial": {"port": "sim"}, "timeout_s": 600, "allow_stop_commands": True}
+INTERLOCK = {"devices": {"pump": PUMP}, "interlock": {"enabled": True, "triggers": ["tech.pump.device_fault"]}}
 
 
 class Bed:
@@ -89,6 +108,37 @@ class Bed:
 
     def topic(self, leaf: str) -> str:
         return f"{ROOT}/{self.config.bed.id}/{leaf}"
+
+    def obey_stop_commands(self) -> None:
+        """The pump does what the interlock asks: its next report shows it stopped."""
+        def obey(command: str) -> None:
+            self.loop.put(PumpReading("pump", PumpState.STOPPED if command == "stop" else PumpState.PAUSED,
+                                      rate_ml_h=0.0, drug="ketamine", concentration_mg_ml=1.0))
+        self.engine.subscribe_commands(obey)
+
+    async def start_course(self, planned_duration_min: float | None = None) -> None:
+        """Admit, order (1 mg/mL at 10 mL/h), answer the checklist, start; the pump reports running."""
+        await self.loop.command(Admit("P-001", 70, 45, actor="n1"))
+        await self.loop.command(SetOrder("ketamine", 1.0, 10.0, actor="n1", planned_duration_min=planned_duration_min))
+        await self.loop.command(ChecklistAnswers({c.id: c.kind == "prompt" for c in self.engine.config.checklist},
+                                                 "n1"))
+        await self.loop.command(StartInfusion(actor="n1"))
+        self.loop.put(PumpReading("pump", PumpState.RUNNING, rate_ml_h=10.0, volume_infused_ml=0.0, drug="ketamine",
+                                  concentration_mg_ml=1.0))
+
+    async def settled(self) -> None:
+        """Wait until the rule loop has judged everything queued so far at the clock's current time
+        (two evaluations after this call, nothing left in its queue)."""
+        count = [0]
+
+        def evaluated() -> None:
+            count[0] += 1
+
+        self.loop.on_evaluated.append(evaluated)
+        try:
+            await until(lambda: count[0] >= 2 and self.loop._queue.empty(), what="the rule loop caught up")
+        finally:
+            self.loop.on_evaluated.remove(evaluated)
 
 
 @pytest.fixture

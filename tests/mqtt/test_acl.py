@@ -39,3 +39,33 @@ async def test_only_listed_stations_can_reach_cmd_ack(tmp_path: Path) -> None:
         view.close()
         icu.close()
         broker.stop()
+
+
+async def test_displays_may_send_receipts_and_a_bed_cannot_forge_another_beds(tmp_path: Path) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from monitord.mqtt import payloads
+
+    broker = Mosquitto(tmp_path / "b", users=USERS, acl=ACL.read_text()).start()
+    view = Subscriber(broker.port, f"{ROOT}/#", username="central-view", password="pw-view")
+    forger = Subscriber(broker.port, f"{ROOT}/bed-2/status", username="bed-2", password="pw-bed2")
+    bed = await Bed(bed_config(broker.port, "bed-1", username="bed-1", password="pw-bed", expect_receipts=True)).start()
+    try:
+        await until(lambda: bed.publisher.subscribed, what="bed subscribed")
+        bed.fault()
+        await until(lambda: "tech.pump.device_fault" in bed.active())
+        occ = next(a.occurrence_seq for a in bed.engine.alarms.active())
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        for client, station in ((forger, "bed-2"), (view, "central-view")):
+            body = json.dumps(payloads.receipt(station, "tech.pump.device_fault", occ, when))
+            client.client.publish(f"{ROOT}/bed-1/receipt", body, qos=1).wait_for_publish(10)
+        await until(lambda: bed.engine.state.receipts.get(occ), what="the display's receipt")
+        await view.until(lambda s: s.on("/bed-1/events/alarm"), what="bed-1's alarm event published")
+        assert bed.engine.state.receipts[occ] == {"central-view"}  # the other bed's was dropped by the broker
+        assert bed.publisher.receipts == 1
+    finally:
+        await bed.stop()
+        view.close()
+        forger.close()
+        broker.stop()

@@ -98,7 +98,9 @@ function paint(entry) {
   node.querySelector(".status").title = t.reason || "";
   node.querySelector(".alarm").textContent = live ? (alarmText(t.alarm, t.count) || "no alarm")
     : "values hidden: not current" + (t.reason ? " (" + t.reason + ")" : "");
-  node.querySelector(".session").textContent = live && t.session ? "session: " + t.session : "";
+  const interlock = !live || !t.interlock ? "" : (t.interlock === "armed" ? " | interlock armed"
+    : " | INTERLOCK " + t.interlock.toUpperCase());
+  node.querySelector(".session").textContent = live && t.session ? "session: " + t.session + interlock : "";
   node.setAttribute("aria-label", t.bed + ": " + (live ? (alarmText(t.alarm, t.count) || "no alarm") : t.label));
   ages(entry);
 }
