@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from drivers.base import Driver, Emit
 from monitord.config import DevicesConfig
+from monitord.drivers.base import Driver, Emit
 
 
 def build_drivers(devices: DevicesConfig, emit: Emit) -> list[Driver]:
@@ -11,12 +11,16 @@ def build_drivers(devices: DevicesConfig, emit: Emit) -> list[Driver]:
     out: list[Driver] = []
     if devices.pump is not None:
         if devices.pump.driver == "modbus":
-            from drivers.modbus_pump import build as build_pump
+            from monitord.drivers.modbus_pump import build as build_pump
         else:
-            from drivers.pump_ne500 import build as build_pump
+            from monitord.drivers.pump_ne500 import build as build_pump
         out.append(build_pump(devices.pump, emit))
     if devices.monitor is not None:
-        from drivers.monitor_datex import build as build_monitor
+        from monitord.drivers.monitor_datex import build as build_monitor
 
         out.append(build_monitor(devices.monitor, emit))
+    if devices.oximeter is not None:
+        from monitord.drivers.oximeter_masimo import build as build_oximeter
+
+        out.append(build_oximeter(devices.oximeter, emit))
     return out

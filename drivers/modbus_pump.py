@@ -32,10 +32,10 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from drivers.base import Driver, Emit, LinkLost, ProtocolError
-from drivers.pump_map import CommandRegister, PumpCommand, PumpMap, decode_block, load_map
-from drivers.pump_serial import SerialLine
 from monitord.config import PumpDevice
+from monitord.drivers.base import Driver, Emit, LinkLost, ProtocolError
+from monitord.drivers.pump_map import CommandRegister, PumpCommand, PumpMap, decode_block, load_map
+from monitord.drivers.pump_serial import SerialLine
 from monitord.readings import DeviceAlarm, DeviceAlarmCode, DeviceRole, PumpReading, Quality
 
 log = logging.getLogger(__name__)

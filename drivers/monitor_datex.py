@@ -31,9 +31,9 @@ from typing import Any
 
 import serial
 
-from drivers import datex_s5 as dx
-from drivers.base import Driver, Emit, FrameDelay, LinkLost, open_serial
 from monitord.config import MonitorDevice
+from monitord.drivers import datex_s5 as dx
+from monitord.drivers.base import Driver, Emit, FrameDelay, LinkLost, open_serial
 from monitord.readings import (
     DeviceAlarm,
     DeviceAlarmCode,

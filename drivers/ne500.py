@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from drivers.base import ProtocolError
+from monitord.drivers.base import ProtocolError
 
 STX, ETX, CR = 0x02, 0x03, 0x0D
 MAX_DATA = 64  # longest reply data we accept (the pump's are < 20 characters)
@@ -106,6 +106,17 @@ def encode_command(address: int, command: Query | Action, *, safe: bool = False)
         raise ValueError("NE-500 address is 0..99")
     data = f"{address}{command.value}".encode("ascii")
     return _safe_packet(data) if safe else data + b"\r"
+
+
+def encode_comm_timeout(address: int, seconds: int) -> bytes:
+    """``SAF<n>`` in safe mode: the pump stops itself (alarm ``A?T``) when no valid packet arrives
+    for ``n`` seconds (manual 8.3.3); ``SAF0`` returns it to basic mode. The one setting monitord
+    writes, and only as the interlock's heartbeat."""
+    if not 0 <= address <= 99:
+        raise ValueError("NE-500 address is 0..99")
+    if not 1 <= seconds <= 255:
+        raise ValueError("NE-500 communications time-out is 1..255 s")
+    return _safe_packet(f"{address}SAF{seconds}".encode("ascii"))
 
 
 def reply_complete(buf: bytes, *, safe: bool = False) -> bool:

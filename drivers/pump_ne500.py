@@ -24,7 +24,8 @@ prompt from earlier in the same poll never clears it):
 An error after the prompt (``?``, ``?NA``, ``?OOR``, ``?COM``, ``?IGN``) is counted as a protocol
 error and that value is left out; the prompt still gives the state.
 
-Only queries and ``STP`` can be encoded (``drivers.ne500``): this driver cannot set a rate.
+Only queries, ``STP`` and the safe-mode communications time-out (``SAF<n>``, the interlock's
+heartbeat) can be encoded (``drivers.ne500``): this driver cannot set a rate.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from drivers import ne500
-from drivers.base import Driver, Emit, LinkLost, ProtocolError
-from drivers.ne500 import Action, Alarm, Prompt, Query, Reply
-from drivers.pump_map import PumpCommand
-from drivers.pump_serial import SerialLine
 from monitord.config import PumpDevice
+from monitord.drivers import ne500
+from monitord.drivers.base import Driver, Emit, LinkLost, ProtocolError
+from monitord.drivers.ne500 import Action, Alarm, Prompt, Query, Reply
+from monitord.drivers.pump_map import PumpCommand
+from monitord.drivers.pump_serial import SerialLine
 from monitord.readings import DeviceAlarm, DeviceAlarmCode, DeviceRole, PumpReading, PumpState, Quality
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,32 @@ class Ne500PumpDriver(Driver):
     async def connect(self) -> None:
         self.line.open()
         self._published = None  # the engine hears the full set again after every connect
+        if self.safe and self.cfg.comm_watchdog_s:
+            await self._arm_watchdog(self.cfg.comm_watchdog_s)
+
+    async def _arm_watchdog(self, seconds: int) -> None:
+        """The pump's communications time-out: every poll resets it; silence stops the pump. A
+        reply that is an alarm means the command was not carried out (the alarm is acknowledged
+        by that reply), so it is sent again."""
+        for _ in range(3):
+            async with self._io:
+                self.line.discard_input()
+                await self.line.write(ne500.encode_comm_timeout(self.cfg.ne500_address, seconds))
+                raw = await self.line.read_reply(lambda b: ne500.reply_complete(b, safe=True), self.reply_timeout_s)
+            frames, _ = ne500.split_frames(raw or b"", safe=True)
+            replies = []
+            for frame in frames:
+                try:
+                    replies.append(ne500.decode_reply(frame, safe=True))
+                except ProtocolError:
+                    continue
+            for reply in replies:
+                if reply.alarm is not None:
+                    self._note_alarm(reply.alarm, Query.STATUS)
+            if replies and replies[-1].alarm is None and replies[-1].error is None:
+                return
+        raise ProtocolError(f"the pump did not accept its communications time-out (SAF{seconds})",
+                            cause="watchdog not armed")
 
     async def close(self) -> None:
         self.line.close()

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import serial
 
-from drivers.base import LinkLost, open_serial
 from monitord.config import SerialPort
+from monitord.drivers.base import LinkLost, open_serial
 
 READ_TICK_S = 0.002
 
@@ -40,6 +40,7 @@ class SerialLine:
             bytesize=s.bytesize,
             parity=s.parity,
             stopbits=s.stopbits,
+            rtscts=s.rtscts,
             timeout=0,
             write_timeout=2.0,
         )

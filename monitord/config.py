@@ -34,7 +34,7 @@ from pydantic import Strict as StrictType
 
 from monitord.config_merge import MergeError, describe_changes, merge
 from monitord.pk import PkConfig
-from monitord.readings import Vital
+from monitord.readings import DeviceRole, Vital
 
 DEFAULTS_PATH = Path(__file__).parent / "defaults" / "defaults.toml"
 
@@ -345,6 +345,19 @@ class PumpDevice(Strict):
     ne500_address: Annotated[Int, Field(ge=0, le=99)] = 0
     ne500_safe_mode: Bool = False  # the NE-500 "safe mode" framing with CRC-16
     allow_stop_commands: Bool = False
+    # NE-500 safe mode only: the pump's own communications watchdog (SAF<n>, manual 8.3.3). The
+    # pump stops itself when it hears no valid packet for this long, so a daemon that dies stops
+    # the infusion. A clinical policy (no monitoring, no drug) for the site to choose: 0 = off.
+    comm_watchdog_s: Annotated[Int, Field(ge=0, le=255)] = 0
+
+    @model_validator(mode="after")
+    def _watchdog_needs_ne500_safe_mode(self) -> PumpDevice:
+        if self.comm_watchdog_s:
+            if self.driver != "ne500" or not self.ne500_safe_mode:
+                raise ValueError("comm_watchdog_s needs driver = \"ne500\" with ne500_safe_mode = true")
+            if self.comm_watchdog_s < 3 * self.poll_interval_s:
+                raise ValueError("comm_watchdog_s must be at least 3 poll intervals (the pump would stop between polls)")
+        return self
 
 
 class MonitorDevice(Strict):
@@ -355,11 +368,79 @@ class MonitorDevice(Strict):
     timeout_s: DeviceTimeout = 15.0
     # "auto": a capnograph counts as connected once the monitor has sent a valid EtCO2.
     capnograph: Literal["auto"] | Bool = "auto"
+    # The vitals this bed takes from the monitor; unset: every vital it sends.
+    provides: Annotated[list[Vital], Field(min_length=1, max_length=len(Vital))] | None = None
+
+
+class OximeterSerial(SerialPort):
+    # Masimo Rad-series and Radical serial output: 9600 baud, 8N1, no handshaking (docs/devices.md).
+    baudrate: Annotated[Int, Field(ge=50, le=4_000_000)] = 9600
+
+
+# What a standalone pulse oximeter measures (monitord takes no other vital from it).
+OXIMETER_VITALS = (Vital.SPO2, Vital.PULSE)
+
+
+class OximeterDevice(Strict):
+    """A standalone pulse oximeter (docs/devices.md, "Pulse oximeter")."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)] = "oximeter"
+    driver: Literal["masimo"]
+    serial: OximeterSerial
+    poll_interval_s: PollInterval = 1.0  # how often the driver checks the port; lines are read as they come
+    # It sends a line a second: five missing lines are a lost device.
+    timeout_s: DeviceTimeout = 5.0
+    # The vitals this bed takes from the oximeter: SpO2 and/or pulse rate.
+    provides: Annotated[list[Vital], Field(min_length=1, max_length=len(OXIMETER_VITALS))] = \
+        Field(default_factory=lambda: list(OXIMETER_VITALS))
+
+    @field_validator("provides")
+    @classmethod
+    def _measured(cls, value: list[Vital]) -> list[Vital]:
+        other = [v.value for v in value if v not in OXIMETER_VITALS]
+        if other or len(set(value)) != len(value):
+            raise ValueError(f"an oximeter provides {', '.join(v.value for v in OXIMETER_VITALS)}, each once"
+                             + (f" (not {', '.join(other)})" if other else ""))
+        return value
 
 
 class DevicesConfig(Strict):
     pump: PumpDevice | None = None
     monitor: MonitorDevice | None = None
+    oximeter: OximeterDevice | None = None
+    # Where two devices provide the same vital: their names, the preferred first, e.g.
+    # spo2 = ["oximeter", "monitor"]. A vital not listed takes the oximeter before the monitor.
+    precedence: dict[Vital, Annotated[list[str], Field(min_length=1, max_length=8)]] = Field(default_factory=dict)
+    # A preferred device back from a loss (link or silence) takes its vitals back only after it has
+    # delivered this long, so a loose connector does not switch the source on every frame (site default).
+    source_hold_s: Annotated[Float, Field(ge=0, le=60)] = 5.0
+
+    def for_role(self, role: DeviceRole) -> PumpDevice | MonitorDevice | OximeterDevice | None:
+        """The configured device of ``role``."""
+        return {DeviceRole.PUMP: self.pump, DeviceRole.MONITOR: self.monitor, DeviceRole.OXIMETER: self.oximeter}[role]
+
+    def vital_devices(self) -> dict[str, frozenset[Vital]]:
+        """The configured vital sources, dedicated devices first: device name -> vitals it provides."""
+        out: dict[str, frozenset[Vital]] = {}
+        if self.oximeter is not None:
+            out[self.oximeter.name] = frozenset(self.oximeter.provides)
+        if self.monitor is not None:
+            out[self.monitor.name] = frozenset(self.monitor.provides or Vital)
+        return out
+
+    @model_validator(mode="after")
+    def _sources(self) -> DevicesConfig:
+        names = [d.name for d in (self.pump, self.monitor, self.oximeter) if d is not None]
+        if len(set(names)) != len(names):
+            raise ValueError(f"device names must differ (names: {', '.join(names)})")
+        provides = self.vital_devices()
+        for vital, order in self.precedence.items():
+            able = [n for n, vs in provides.items() if vital in vs]
+            wrong = [n for n in order if n not in able]
+            if wrong or len(set(order)) != len(order) or set(order) != set(able):
+                raise ValueError(f"precedence.{vital.value} = {order}: list each device that provides "
+                                 f"{vital.value} once ({', '.join(able) or 'none configured'})")
+        return self
 
 
 class StoreConfig(Strict):
@@ -574,7 +655,7 @@ def _check_referenced_files(config: Config, origin: str) -> None:
     check-config and start-up refuse them alike."""
     pump = config.devices.pump
     if pump is not None and pump.driver == "modbus" and pump.register_map is not None:
-        from drivers.pump_map import load_map
+        from monitord.drivers.pump_map import load_map
 
         try:
             load_map(pump.register_map)

@@ -87,7 +87,7 @@ def _safe_url(url: str) -> str:
 
 
 async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
-    from drivers import build_drivers
+    from monitord.drivers import build_drivers
     from monitord.link.server import DashboardServer
     from monitord.notify import Watchdog
 
@@ -152,7 +152,7 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
     try:
         await store.start()
         parts.append(store)
-        dashboard = DashboardServer(config, engine, loop)
+        dashboard = DashboardServer(config, engine, loop, store=store)  # entries answered once stored
         parts.append(dashboard)
         await dashboard.start()  # reports its own failure as an output fault
         if not dashboard.listening:
@@ -187,7 +187,7 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
 async def send_pump_command(driver: Any, command: str) -> None:
     """Send the interlock's command to a pump driver; a failure is logged (the engine sees it as
     an unconfirmed stop, from the pump's own reports)."""
-    from drivers.pump_map import PumpCommand
+    from monitord.drivers.pump_map import PumpCommand
 
     try:
         await driver.send_command(PumpCommand(command))

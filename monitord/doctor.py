@@ -1,8 +1,8 @@
 """``monitord doctor``: check this box's set-up and print the fix for each problem.
 
 Each check is a small function returning ``Result`` (tests call them one by one). The command
-runs them all, prints ``OK``/``FAIL``/``SKIP`` lines with the fix under each failure, and exits
-non-zero if anything failed. It only reads: it opens no serial port, changes no file and opens
+runs them all, prints ``OK``/``FAIL``/``SKIP`` lines with the fix under each failure and the
+reason for each skip, and exits non-zero if anything failed. It only reads: it opens no serial port, changes no file and opens
 the database read-only, so it is safe to run next to the running daemon.
 """
 
@@ -24,9 +24,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from monitord.clock import clock_synchronized
-from monitord.config import Config, ConfigError, MqttConfig, load_config
+from monitord.config import DEFAULTS_PATH, Config, ConfigError, MqttConfig, load_config
 
 DEFAULT_CONFIG = "/etc/monitord/monitord.toml"
+EXAMPLE_CONFIG = DEFAULTS_PATH.parent / "monitord.example.toml"  # shipped; config/monitord.example.toml in a checkout
 UDEV_RULE = "/etc/udev/rules.d/99-monitord-serial.rules"
 SERIAL_GROUP = "dialout"
 SERVICE_USER = "monitord"
@@ -35,6 +36,11 @@ SERVICE_USER = "monitord"
 MIN_FREE_BYTES = 1 << 30
 MIN_FREE_FRACTION = 0.10
 SQLITE_FILENAME = "monitord.db"
+# The service account, created exactly as docs/install.md (section 2) creates it.
+USERADD = (f"sudo useradd --system --user-group --home-dir /var/lib/monitord --shell /usr/sbin/nologin "
+           f"--groups {SERIAL_GROUP} {SERVICE_USER}")
+# Checks that need the configuration: skipped, with this reason, when it does not load.
+NEEDS_CONFIG = ("serial", "mqtt broker", "disk", "database")
 
 
 class Status(StrEnum):
@@ -77,8 +83,8 @@ def check_config(path: str | Path) -> tuple[Result, Config | None]:
         config = load_config(path)
     except ConfigError as exc:
         return _fail("config", str(exc),
-                     f"edit {path} (start from config/monitord.example.toml), then run "
-                     f"`monitord check-config {path}` until it says OK"), None
+                     f"edit {path} (start from a copy of {EXAMPLE_CONFIG}), then run "
+                     f"`monitord check-config {path}` until it says OK; or give another file with -c FILE"), None
     detail = f"{path}: bed {config.bed.id}, care area {config.bed.care_area.value}"
     disabled = [n for n in config.notes if n.startswith("DISABLED")]
     if disabled:  # allowed, but never silent
@@ -150,9 +156,7 @@ def check_service_user() -> Result:
     try:
         pw = pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        return _fail("service user", f"no user '{SERVICE_USER}'",
-                     f"`sudo useradd --system --home-dir /var/lib/monitord --shell /usr/sbin/nologin "
-                     f"--groups {SERIAL_GROUP} {SERVICE_USER}`")
+        return _fail("service user", f"no user '{SERVICE_USER}'", f"`{USERADD}`")
     return _ok("service user", f"{SERVICE_USER} (uid {pw.pw_uid})")
 
 
@@ -317,26 +321,37 @@ def check_sqlite_file(path: Path) -> Result:
 def run_checks(config_path: str | Path, broker_timeout_s: float = 5.0) -> list[Result]:
     config_result, config = check_config(config_path)
     results = [config_result, check_service_user()]
-    if config is not None:
-        results += check_serial_ports(config)
-        results.append(check_broker(config.mqtt, broker_timeout_s))
+    if config is None:  # never silent: each check that needed it says it was not run
+        why = "not checked: the configuration did not load (see 'config' above)"
+        return [*results, check_clock(), *(Result(name, Status.SKIP, why) for name in NEEDS_CONFIG)]
+    results += check_serial_ports(config)
+    results.append(check_broker(config.mqtt, broker_timeout_s))
     results.append(check_clock())
-    if config is not None:
-        results.append(check_disk(config.store.state_dir))
-        results.append(check_database(config))
+    results.append(check_disk(config.store.state_dir))
+    results.append(check_database(config))
     return results
 
 
+def summary(results: list[Result]) -> str:
+    failed = [r for r in results if not r.ok]
+    skipped = [r.name for r in results if r.status is Status.SKIP]
+    line = f"{len(failed)} problem(s) found." if failed else "All checks passed."
+    if skipped:
+        line += f" {len(skipped)} check(s) skipped (reason on each SKIP line): {', '.join(skipped)}."
+    return line
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="site configuration file")
-    p.add_argument("--broker-timeout", type=float, default=5.0, help="seconds to wait for the MQTT broker")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
+                   help=f"site configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--broker-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for the MQTT broker (default 5)")
 
 
 def main(args: argparse.Namespace) -> int:
     results = run_checks(args.config, args.broker_timeout)
     for result in results:
         print(result.render())
-    failed = [r for r in results if not r.ok]
-    print(f"\n{len(failed)} problem(s) found." if failed else "\nAll checks passed.")
+    print("\n" + summary(results))
     sys.stdout.flush()
-    return 1 if failed else 0
+    return 0 if all(r.ok for r in results) else 1

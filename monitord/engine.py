@@ -296,6 +296,7 @@ class Engine:
                 "age_s": round(age, 1),
                 "stale": v.value is None or age > max_age(self.config, vital) or v.quality is r.Quality.INVALID,
                 "measured_at": _iso(v.measured_at),
+                "source": v.source or None,  # the device in use (monitord.sources)
             }
         links = {
             name: {"role": li.role.value, "state": li.state.value, "detail": li.detail,

@@ -99,10 +99,25 @@ def sedation(engine: Engine, item: r.SedationScore, now: float) -> None:
     due = next_due(engine.state, engine.config)
     engine.state.sedation = Sedation(item.scale, item.score, actor, now)
     engine.state.last_assessment_mono = now
-    schedule = {} if due is None else {
-        "due_at": _iso(engine.clock.utc_now(), due - now), "late_s": round(max(0.0, now - due), 1)}
+    engine.state.round_due_mono = due
     engine.emit(EventKind.OBSERVATION, {"type": "sedation", "scale": item.scale.value, "score": item.score,
-                                        "actor": actor, **schedule})
+                                        "actor": actor, **_schedule(engine, due, now)})
+
+
+def _schedule(engine: Engine, due: float | None, now: float) -> dict[str, Any]:
+    """When the observation round this entry belongs to was due, and how late it is."""
+    if due is None:
+        return {}
+    return {"due_at": _iso(engine.clock.utc_now(), due - now), "late_s": round(max(0.0, now - due), 1)}
+
+
+def _round_due(engine: Engine, now: float) -> float | None:
+    """Pain and effects are charted in the round of the sedation score: its due time while the
+    round lasts (the grace after the score), else the next due time."""
+    st = engine.state
+    if st.last_assessment_mono is not None and now - st.last_assessment_mono <= engine.config.observations.grace_s:
+        return st.round_due_mono
+    return next_due(st, engine.config)
 
 
 def pain(engine: Engine, item: r.PainScore, now: float) -> None:
@@ -112,7 +127,8 @@ def pain(engine: Engine, item: r.PainScore, now: float) -> None:
         raise Refused(f"Pain score {item.score} is not on the 0-10 scale")
     engine.state.pain.append((now, item.score))
     del engine.state.pain[:-50]
-    engine.emit(EventKind.OBSERVATION, {"type": "pain", "score": item.score, "actor": actor})
+    engine.emit(EventKind.OBSERVATION, {"type": "pain", "score": item.score, "actor": actor,
+                                        **_schedule(engine, _round_due(engine, now), now)})
 
 
 SEVERITIES = ("mild", "moderate", "severe")
@@ -129,7 +145,7 @@ def effects(engine: Engine, item: r.PsychomimeticEffects, now: float) -> None:
     engine.emit(
         EventKind.OBSERVATION,
         {"type": "effects", "effects": sorted(e.value for e in item.effects), "severity": item.severity,
-         "note": note, "actor": actor},
+         "note": note, "actor": actor, **_schedule(engine, _round_due(engine, now), now)},
     )
 
 
@@ -387,7 +403,7 @@ def discharge(engine: Engine, item: r.Discharge, now: float) -> None:
                "controlled_record": record_balance(st, engine.config)}
     # The devices stay: their truth belongs to the bed, not the patient.
     keep = {k: getattr(st, k) for k in ("bed_id", "vitals", "device_seen_mono", "device_roles", "nibp_mono",
-                                          "pump", "links", "device_alarms", "device_alarm_detail", "out_of_range", "device_back_mono",
+                                          "pump", "links", "device_alarms", "device_alarm_detail", "out_of_range", "device_back_mono", "source_values",
                                           "infusion_rate_ml_h", "pump_idle_since_mono")}
     engine.state = BedState(**keep, monitoring_started_mono=now)
     session_event(engine, "discharged", actor, **summary)

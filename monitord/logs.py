@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-QUIET_LIBRARIES = ("alembic", "sqlalchemy", "paho", "asyncio", "urllib3", "markdown_it")
+QUIET_LIBRARIES = ("alembic", "sqlalchemy", "paho", "asyncio", "urllib3", "markdown_it", "matplotlib")
 REPEAT_WINDOW_S = 60.0
 MAX_TRACKED = 1000  # distinct warning texts remembered for throttling (bounds the memory it takes)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

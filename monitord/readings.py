@@ -63,6 +63,7 @@ class LinkState(StrEnum):
 class DeviceRole(StrEnum):
     PUMP = "pump"
     MONITOR = "monitor"
+    OXIMETER = "oximeter"  # a standalone pulse oximeter
 
 
 @dataclass(frozen=True, slots=True)

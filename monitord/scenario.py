@@ -196,7 +196,10 @@ def parse_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
             steps=steps,
             expectations=expectations,
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except KeyError as exc:
+        raise ScenarioError(f"{origin}: missing key {exc.args[0]!r} (a scenario needs at least 'name' and "
+                            "'duration'; see docs/scenarios.md)") from None
+    except (ValueError, TypeError) as exc:
         if isinstance(exc, ScenarioError):
             raise
         raise ScenarioError(f"{origin}: {type(exc).__name__}: {exc}") from None
@@ -209,6 +212,8 @@ def load_scenario(path: str | Path) -> Scenario:
             return parse_scenario(tomllib.load(fh), path)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 class Course:
@@ -526,14 +531,51 @@ def run_scenario(scenario: Scenario, config: Config | None = None) -> Result:
     return Result(scenario, events, problems + check(scenario, events), engine.snapshot())
 
 
+# Shipped as package data; in a checkout monitord/scenarios links to the top-level scenarios/.
+LIBRARY_DIR = Path(__file__).parent / "scenarios"
+
+
 def library() -> list[Path]:
     """The scenario files shipped with monitord."""
-    here = Path(__file__).resolve().parent.parent / "scenarios"
-    return sorted(here.glob("*.toml"))
+    return sorted(LIBRARY_DIR.glob("*.toml"))
+
+
+def find_scenario(name: str | Path) -> Path:
+    """A scenario file: a path as given, else a name from the shipped library ('occlusion' or
+    'occlusion.toml'). Raises ScenarioError naming what was looked for."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = LIBRARY_DIR / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if shipped.is_file():
+        return shipped
+    raise ScenarioError(f"{name}: no such file, and no scenario of that name in the shipped library "
+                        f"({LIBRARY_DIR}; `monitord scenario --list` lists them)")
+
+
+def scenario_files(names: list[str]) -> list[Path]:
+    """Files to play: each name a file, a directory (its *.toml) or a library name; none given,
+    the whole library."""
+    if not names:
+        return library()
+    files: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(path.glob("*.toml"))
+            if not found:
+                raise ScenarioError(f"{path}: no scenario files (*.toml) in this directory")
+            files += found
+        else:
+            files.append(find_scenario(name))
+    return files
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="*", help="scenario files (default: the shipped library)")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="scenario files, directories of them, or names from the shipped library "
+                        "(default: the whole library)")
+    p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     p.add_argument("--events", action="store_true", help="print every alarm event")
     p.add_argument("--burden", action="store_true",
                    help="alarm burden on generated realistic 4-hour courses (normal and planted events)")
@@ -545,9 +587,17 @@ def main(args: argparse.Namespace) -> int:
         from monitord import burden  # imports this module: load it only when asked
 
         return burden.main(args.seeds, events=args.events)
-    files = [Path(f) for f in args.files] or library()
+    if getattr(args, "list", False):
+        for f in library():
+            print(f.stem)
+        return 0
+    try:
+        files = scenario_files(args.files)
+    except ScenarioError as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        return 2
     if not files:  # nothing played is not a pass
-        print("ERROR no scenario files: give files, or run from a checkout that has scenarios/", file=sys.stderr)
+        print(f"ERROR no scenario files: give files, or check the shipped library ({LIBRARY_DIR})", file=sys.stderr)
         return 2
     failed = 0
     for f in files:

@@ -66,6 +66,7 @@ class VitalValue:
     mono: float  # when the daemon received it
     quality: Quality
     measured_at: datetime | None = None  # device time of measurement (NIBP)
+    source: str = ""  # the device it came from
 
 
 @dataclass(slots=True)
@@ -143,9 +144,12 @@ class BedState:
     onsets: dict[str, float] = field(default_factory=dict)
     capnograph_seen: bool = False  # the monitor has sent a valid EtCO2 in this session
     device_back_mono: dict[str, float] = field(default_factory=dict)  # frames resumed after a silence
+    # Where several devices provide a vital (monitord.sources): each one's latest value of it.
+    source_values: dict[str, dict[Vital, VitalValue]] = field(default_factory=dict)
     baseline: dict[Vital, float] = field(default_factory=dict)
     sedation: Sedation | None = None
     last_assessment_mono: float | None = None
+    round_due_mono: float | None = None  # when the observation round of the last sedation score was due
     pain: list[tuple[float, int]] = field(default_factory=list)  # (mono, score)
     effects: frozenset[Effect] = frozenset()
     effects_severity: str = "mild"

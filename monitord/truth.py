@@ -13,6 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from monitord import readings as r
+from monitord import sources
 from monitord.dose import volume_delta_ml
 from monitord.events import EventKind
 from monitord.pk import PlasmaEstimate
@@ -36,7 +37,7 @@ def _finite(x: float | None) -> float | None:
 
 def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
     st, cfg = engine.state, engine.config
-    _seen(engine, item.device, r.DeviceRole.MONITOR, now)
+    _seen(engine, item.device, sources.role_of(cfg, item.device), now)
     # How late the frame reached the driver (the driver reads it from the device's time stamps).
     late = item.age_s if math.isfinite(item.age_s) and 0 < item.age_s < MAX_LATE_S else 0.0
     accepted: dict[str, float | None] = {}
@@ -68,7 +69,7 @@ def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
         if vital is r.Vital.ETCO2 and value is not None and item.quality is not r.Quality.INVALID \
                 and value > cfg.vitals.etco2_line_check_mmhg:
             st.capnograph_seen = True
-        st.vitals[vital] = VitalValue(value, arrived, item.quality, measured)
+        sources.put(engine, item.device, vital, VitalValue(value, arrived, item.quality, measured), now)
     if new_nibp:
         st.nibp_mono = now
     engine.emit(
@@ -91,7 +92,7 @@ def _seen(engine: Engine, device: str, role: r.DeviceRole, now: float) -> None:
     'missing' timers restart instead of flickering on the first frame back)."""
     st = engine.state
     last = st.device_seen_mono.get(device)
-    dev = engine.config.devices.pump if role is r.DeviceRole.PUMP else engine.config.devices.monitor
+    dev = engine.config.devices.for_role(role)
     timeout = dev.timeout_s if dev is not None else 0.0
     if last is None or now - last > timeout:
         st.device_back_mono[device] = now
@@ -228,3 +229,4 @@ def link(engine: Engine, item: r.LinkStatus, now: float) -> None:
                 "protocol_errors": item.protocol_errors,
             },
         )
+    sources.reselect(engine, now)  # a source lost: its vitals from the next source, at once

@@ -6,7 +6,7 @@ for the pump a stable symlink to it) and runs until the scenario ends or Ctrl-C.
 ``--link`` the scenario's session and nurse steps (admit, order, start, sedation...) are sent to
 a running daemon through its dashboard socket; without it they are skipped.
 
-    monitord sim --scenario scenarios/normal-outpatient-4h.toml --pump ne500 --pump-port pty
+    monitord sim --scenario normal-outpatient-4h --pump ne500 --pump-port pty
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.scenario import ScenarioError, load_scenario
-from simulators.scenario_runner import PUMP_PROTOCOLS, LinkSteps, Ports, ScenarioRunner, StepOutcome
+from monitord.scenario import LIBRARY_DIR, ScenarioError, find_scenario, load_scenario
+from monitord.simulators.scenario_runner import PUMP_PROTOCOLS, LinkSteps, Ports, ScenarioRunner, StepOutcome
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "demo.toml"
+DEFAULT_SCENARIO = LIBRARY_DIR / "demo.toml"
 # Above this speed-up a scenario's faults and clinical delays no longer mean what they say
 # against the daemon's real-time timeouts (docs/devices.md, "Speed").
 SPEED_WARN = 2.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="scenario file (default: scenarios/demo.toml)")
+    p.add_argument("--scenario", default=str(DEFAULT_SCENARIO), metavar="FILE|NAME",
+                   help="scenario file, or a name from the shipped library (`monitord scenario --list`; "
+                        "default: demo)")
     p.add_argument("--pump", choices=[*PUMP_PROTOCOLS, "none"], default="modbus", help="pump protocol (default modbus)")
     p.add_argument("--pump-port", default="pty", help="pty | tcp[:PORT] | a serial device such as /dev/ttyUSB0")
     p.add_argument("--ne500-safe", action="store_true",
@@ -68,7 +70,7 @@ def _print_outcome(o: StepOutcome) -> None:
 
 async def run_sim(args: argparse.Namespace) -> int:
     try:
-        scenario = load_scenario(args.scenario)
+        scenario = load_scenario(find_scenario(args.scenario))
     except (ScenarioError, OSError) as exc:
         print(f"monitord sim: {exc}", file=sys.stderr)
         return 2

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from drivers import datex_s5 as dx
+from monitord.drivers import datex_s5 as dx
 from monitord.readings import DeviceAlarmCode, Vital
-from simulators.transport import PtyPair, open_pty
+from monitord.simulators.transport import PtyPair, open_pty
 
 log = logging.getLogger(__name__)
 

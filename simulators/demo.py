@@ -1,7 +1,7 @@
 """``monitord demo``: a simulated pump and monitor on ptys, the daemon on them, and the dashboard.
 
 Three processes, all children of this one: ``monitord sim`` (the devices, playing a scenario;
-default ``scenarios/demo.toml``), ``monitord run`` (the daemon, with a generated configuration
+default: the shipped ``demo`` scenario), ``monitord run`` (the daemon, with a generated configuration
 in a temporary directory) and the bedside dashboard in the foreground. The simulator admits
 the demo patient and starts the infusion through the dashboard link, as a nurse would.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from monitord.config import ConfigError, load_config, merge
-from monitord.scenario import Scenario, ScenarioError, load_scenario
-from simulators.cli import DEFAULT_SCENARIO
+from monitord.scenario import Scenario, ScenarioError, find_scenario, load_scenario
+from monitord.simulators.cli import DEFAULT_SCENARIO
 
 STOP_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 30.0
@@ -43,7 +43,8 @@ DEMO_NURSE = "RN-DEMO"  # the staff id the demo dashboard records actions with
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", default=str(DEFAULT_SCENARIO), help="scenario file (default: scenarios/demo.toml)")
+    p.add_argument("--scenario", default=str(DEFAULT_SCENARIO), metavar="FILE|NAME",
+                   help="scenario file, or a name from the shipped library (default: demo)")
     p.add_argument("--pump", choices=["modbus", "ne500"], default="modbus", help="pump protocol (default modbus)")
     p.add_argument("--speed", type=float, default=1.0, help="scenario speed-up (default 1; see docs/devices.md)")
     p.add_argument("--no-dashboard", action="store_true", help="print alarm events and readings instead")
@@ -345,13 +346,14 @@ class Demo:
     def run(self) -> int:
         args, out = self.args, self.out
         try:
-            scenario = load_scenario(args.scenario)
+            scenario_file = find_scenario(args.scenario)
+            scenario = load_scenario(scenario_file)
         except (ScenarioError, OSError) as exc:
             out(f"monitord demo: {exc}")
             return 2
         sock = self.workdir / "dashboard.sock"
         ports_file = self.workdir / "ports.json"
-        sim = self._spawn("simulator", _cli("sim", "--scenario", str(args.scenario), "--pump", args.pump,
+        sim = self._spawn("simulator", _cli("sim", "--scenario", str(scenario_file), "--pump", args.pump,
                                             "--speed", f"{args.speed:g}", "--link", str(sock),
                                             "--paths-file", str(ports_file), "--workdir", str(self.workdir)), "sim.log")
         if not _wait(ports_file.exists, sim, START_TIMEOUT_S):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import serial
 
-from simulators.pump_model import Fault, PumpModel
-from simulators.transport import PtyPair, open_pty
+from monitord.simulators.pump_model import Fault, PumpModel
+from monitord.simulators.transport import PtyPair, open_pty
 
 
 class Endpoint:

@@ -9,7 +9,7 @@ Accepted: read holding registers (3) inside the map's block; write single regist
 command register with the map's stop or pause value. Everything else gets a Modbus exception:
 illegal function (1) or illegal address (2), so not even another master could write the rate.
 
-Run standalone: ``python -m simulators.pump_modbus_sim --pty /tmp/pump`` (or ``--tcp 5020``).
+Run standalone: ``python -m monitord.simulators.pump_modbus_sim --pty /tmp/pump`` (or ``--tcp 5020``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import random
 import time
 from collections.abc import Callable
 
-from drivers import modbus_pump as mb
-from drivers.pump_map import QUANTITY_UNITS, PumpCommand, PumpMap, encode_value, load_map
+from monitord.drivers import modbus_pump as mb
+from monitord.drivers.pump_map import QUANTITY_UNITS, PumpCommand, PumpMap, encode_value, load_map
 from monitord.readings import PumpState
-from simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint, send_reply
-from simulators.pump_model import PumpModel
+from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint, send_reply
+from monitord.simulators.pump_model import PumpModel
 
 log = logging.getLogger(__name__)
 

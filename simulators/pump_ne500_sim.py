@@ -19,7 +19,7 @@ the model's occlusion, the others stop the pump. ``inject_error(error, on=...)``
 ``lose_reply(on=..., after=n)`` drops the reply to the (n+1)-th next (``on``) command, as a line
 that loses a packet does.
 
-Run standalone: ``python -m simulators.pump_ne500_sim --pty /tmp/ne500`` (or ``--tcp 5021``).
+Run standalone: ``python -m monitord.simulators.pump_ne500_sim --pty /tmp/ne500`` (or ``--tcp 5021``).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import logging
 import random
 from dataclasses import dataclass
 
-from drivers import ne500
-from drivers.base import ProtocolError
-from drivers.ne500 import Alarm, CommandError, Prompt
+from monitord.drivers import ne500
+from monitord.drivers.base import ProtocolError
+from monitord.drivers.ne500 import Alarm, CommandError, Prompt
 from monitord.readings import DeviceAlarmCode, PumpState
-from simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint, send_reply
-from simulators.pump_model import PumpModel
+from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint, send_reply
+from monitord.simulators.pump_model import PumpModel
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ class Ne500PumpSim:
         self._rng = random.Random(seed)
         self.commands: list[ne500.CommandFrame] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Safe-mode communications time-out (SAF<n>): no valid packet for this long stops the pump
+        # with alarm T; it runs again only from the next valid packet (manual 8.3.3).
+        self.comm_timeout_s: float | None = None
+        self._last_valid: float | None = None
+        self._timed_out = False
         model.on_unplug = self._unplug
 
     def _unplug(self, duration_s: float) -> None:
@@ -187,6 +192,9 @@ class Ne500PumpSim:
                 else:
                     self.model.stop()
                 return "", None
+            if m == "SAF" and p.isdigit():
+                self.comm_timeout_s = float(p) or None
+                return "", None
             if m == "CLD" and p in ("INF", "WDR"):
                 if p == "INF":
                     self.model.volume_infused_ml = 0.0
@@ -202,10 +210,19 @@ class Ne500PumpSim:
         i = len(frame) - 2  # basic mode: the last data byte; safe mode: the CRC low byte
         return frame[:i] + bytes([frame[i] ^ 0x21]) + frame[i + 1 :]
 
+    def _watch_comms(self) -> None:
+        if self.comm_timeout_s is None or self._last_valid is None or self._timed_out:
+            return
+        if asyncio.get_running_loop().time() - self._last_valid > self.comm_timeout_s:
+            self._timed_out = True
+            self.model.stop()
+            self._pending.append((Alarm.COMMS_TIMEOUT, None, False))
+
     async def run(self) -> None:
         buf = b""
         while True:
             data = await self.endpoint.read(0.5)
+            self._watch_comms()
             if not data:
                 buf = b"" if self.safe else buf  # safe mode drops a packet after 0.5 s of silence
                 continue
@@ -223,6 +240,7 @@ class Ne500PumpSim:
                     continue
                 if cmd.address is not None and cmd.address != self.address:
                     continue
+                self._last_valid, self._timed_out = asyncio.get_running_loop().time(), False
                 self.commands.append(cmd)
                 if self._reply_lost(cmd.mnemonic):
                     continue

@@ -32,9 +32,9 @@ from typing import Any
 
 from monitord import readings as r
 from monitord.scenario import ACTOR, Course, Scenario, ScenarioError, Step
-from simulators.datex_sim import DatexSimulator
-from simulators.pump_endpoint import Endpoint, PtyEndpoint, SerialEndpoint, TcpEndpoint
-from simulators.pump_model import PumpModel
+from monitord.simulators.datex_sim import DatexSimulator
+from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, SerialEndpoint, TcpEndpoint
+from monitord.simulators.pump_model import PumpModel
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,11 @@ class ScenarioRunner:
                                      concentration_mg_ml=p.concentration_mg_ml, syringe_ml=p.syringe_ml)
             self.endpoint = await self._open_pump_endpoint(self.pump_port)
             if self.pump_protocol == "modbus":
-                from simulators.pump_modbus_sim import ModbusPumpSim
+                from monitord.simulators.pump_modbus_sim import ModbusPumpSim
 
                 self.pump_sim = ModbusPumpSim(self.model, self.endpoint, seed=self.scenario.seed)
             else:
-                from simulators.pump_ne500_sim import Ne500PumpSim
+                from monitord.simulators.pump_ne500_sim import Ne500PumpSim
 
                 self.pump_sim = Ne500PumpSim(self.model, self.endpoint, seed=self.scenario.seed,
                                              safe=self.ne500_safe_mode)

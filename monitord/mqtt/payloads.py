@@ -50,7 +50,7 @@ def _q(value: float | None, unit: str, code: mdc.Mdc | None = None, unit_code: m
 def _vital(name: str, fields: dict[str, Any]) -> dict[str, Any]:
     vital = Vital(name)
     out = _q(fields.get("value"), fields["unit"], mdc.VITALS[vital], mdc.vital_unit(vital, fields["unit"]))
-    for key in ("quality", "age_s", "stale", "measured_at"):
+    for key in ("quality", "age_s", "stale", "measured_at", "source"):
         if key in fields:
             out[key] = fields[key]
     return out

@@ -12,7 +12,7 @@ IEC_TECH = "IEC 60601-1-8 technical alarm condition (quoted in alarm-defaults.md
 
 
 def _timeout(cfg: Config, role: DeviceRole) -> float | None:
-    dev = cfg.devices.pump if role is DeviceRole.PUMP else cfg.devices.monitor
+    dev = cfg.devices.for_role(role)
     return dev.timeout_s if dev is not None else None
 
 
@@ -115,11 +115,11 @@ def central_unconfirmed(state: BedState, now: float, cfg: Config) -> Finding | N
 def rules(cfg: Config) -> list[Rule]:
     out = []
     for role in DeviceRole:
-        dev = cfg.devices.pump if role is DeviceRole.PUMP else cfg.devices.monitor
-        timeout = dev.timeout_s if dev else None
+        timeout = _timeout(cfg, role)
         out.append(
             Rule(f"tech.{role.value}_lost", Priority.MEDIUM, Kind.TECHNICAL,
-                 f"{role.value} link not connected, or no valid frame for its timeout ({timeout} s)",
+                 f"{role.value} link not connected, or no valid frame for its timeout "
+                 f"({f'{timeout:g} s' if timeout is not None else f'devices.{role.value}.timeout_s'})",
                  f"{IEC_TECH}; alarm-defaults.md s3 (source missing)", _lost_check(role),
                  why_priority="monitoring of this device has stopped")
         )

@@ -13,6 +13,7 @@ and ``responses`` are the course registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ class Store:
                              opened.sqlite_path)
         self._started = False
         self._subscribed: Engine | None = None
+        self._stored_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.writer.listeners.append(self._on_commit)
 
     @classmethod
     def open(cls, config: Config, clock: Clock) -> Store:
@@ -213,6 +216,44 @@ class Store:
 
     def wait_committed(self, seq: int, timeout_s: float = 30.0) -> bool:
         return self.writer.wait_committed(seq, timeout_s)
+
+    async def wait_stored(self, seq: int, timeout_s: float) -> bool:
+        """Wait, without blocking the event loop, until every event up to ``seq`` is committed;
+        False if that takes longer than ``timeout_s`` (the database is failing). The writer is
+        asked not to wait out its flush interval: a nurse is waiting for the answer."""
+        if self.writer.committed_seq >= seq:
+            return True
+        self.writer.hurry()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.writer.committed_seq < seq:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            waiter = (seq, loop.create_future())
+            self._stored_waiters.append(waiter)
+            try:
+                # Woken by the writer's commit; the short poll also covers a commit it learned of
+                # only on a retry (a reply lost on the way back from the database).
+                await asyncio.wait_for(waiter[1], min(left, 0.25))
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._stored_waiters.remove(waiter)
+        return True
+
+    def _on_commit(self, last_seq: int) -> None:
+        """From the writer thread: wake the ``wait_stored`` callers this commit satisfies."""
+        aloop = self._aloop
+        if self._stored_waiters and aloop is not None and not aloop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                aloop.call_soon_threadsafe(self._wake_stored, last_seq)
+
+    def _wake_stored(self, last_seq: int) -> None:
+        for seq, fut in list(self._stored_waiters):
+            if seq <= last_seq and not fut.done():
+                fut.set_result(None)
 
     def _health(self, ok: bool, detail: str) -> None:
         if self._loop is not None and self._aloop is not None and not self._aloop.is_closed():

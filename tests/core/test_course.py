@@ -179,3 +179,18 @@ def test_schedule_keeps_its_grid_when_an_observation_is_early_or_late(bed: Bed) 
     assert score_at(57) == 90  # the last check of the first hour, early: then the 30-min cadence
     assert score_at(98) == 120  # late for 90: the grid goes on at 120
     assert score_at(131) == 150
+
+
+def test_pain_and_effects_carry_the_due_time_of_their_observation_round(bed: Bed) -> None:
+    bed.admit_and_start()
+    start = bed.engine.state.start_mono
+    assert start is not None
+    bed.run(start + 20 * 60 - bed.clock.monotonic())  # the 15-min round, charted 5 min late
+    bed.submit(r.SedationScore(r.SedationScale.RASS, 0, "rn1"))
+    bed.run(60)
+    bed.submit(r.PainScore(3, "rn1"))
+    bed.submit(r.PsychomimeticEffects(frozenset({r.Effect.DIZZINESS}), "rn1"))
+    obs = [e.data for e in bed.events if e.kind.value == "observation"][-3:]
+    assert [o["type"] for o in obs] == ["sedation", "pain", "effects"]
+    assert len({o["due_at"] for o in obs}) == 1  # one round
+    assert [o["late_s"] for o in obs] == [pytest.approx(300, abs=1), pytest.approx(360, abs=1), pytest.approx(360, abs=1)]

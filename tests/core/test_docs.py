@@ -14,4 +14,4 @@ BEGIN, END = "<!-- rules:begin -->", "<!-- rules:end -->"
 def test_rules_doc_matches_the_shipped_rules() -> None:
     text = DOC.read_text()
     table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert table == rules_markdown(load_config()).strip(), "regenerate with: monitord rules (see docs/rules.md)"
+    assert table == rules_markdown(load_config()).strip(), "regenerate with: monitord rules --markdown (see docs/rules.md)"

@@ -139,15 +139,16 @@ def test_dashboard_unit_owns_tty1() -> None:
 
 
 def test_sim_unit_arguments_are_what_monitord_sim_accepts() -> None:
-    from simulators.cli import add_arguments
+    from monitord.scenario import find_scenario
+    from monitord.simulators.cli import add_arguments
 
     exec_start = one("monitord-sim@.service", "Service", "ExecStart")
     assert exec_start.startswith(f"{BINARY} sim ")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(exec_start.replace("%i", "normal-outpatient-4h").split()[2:])
-    # The instance names a shipped scenario (/opt/monitord/src is this checkout, installed).
-    assert (ROOT / Path(args.scenario).relative_to("/opt/monitord/src")).is_file()
+    # The instance names a scenario of the shipped library.
+    assert find_scenario(args.scenario).is_file()
     assert (args.pump_port, args.monitor_port) == ("tcp:5020", "tcp:5021")
     assert args.link == load_config().dashboard.socket
 

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers import build_drivers
-from drivers.base import Driver
 from monitord import readings as r
 from monitord.clock import SystemClock
 from monitord.config import load_config
+from monitord.drivers import build_drivers
+from monitord.drivers.base import Driver
 from monitord.engine import Engine
 from monitord.events import Event, EventKind
 from monitord.loop import RuleLoop
-from simulators.datex_sim import DatexSimulator, Fault
-from simulators.pump_endpoint import PtyEndpoint
-from simulators.pump_model import PumpModel
-from simulators.pump_ne500_sim import Ne500PumpSim
+from monitord.simulators.datex_sim import DatexSimulator, Fault
+from monitord.simulators.pump_endpoint import PtyEndpoint
+from monitord.simulators.pump_model import PumpModel
+from monitord.simulators.pump_ne500_sim import Ne500PumpSim
 
 WAIT_S = 30.0
 

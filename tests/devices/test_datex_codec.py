@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import datex_s5 as dx
+from monitord.drivers import datex_s5 as dx
 
 
 def frames_in(data: bytes, chunk: int = 0) -> tuple[list[dx.Decoded], dx.StreamDecoder]:

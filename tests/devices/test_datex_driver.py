@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drivers import datex_s5 as dx
-from drivers.monitor_datex import NibpClock, alarms_of, readings_of
+from monitord.drivers import datex_s5 as dx
+from monitord.drivers.monitor_datex import NibpClock, alarms_of, readings_of
 from monitord.readings import DeviceAlarmCode, Quality, Vital
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from drivers.monitor_datex import DatexMonitorDriver, build
 from monitord.config import MonitorDevice, SerialPort
+from monitord.drivers.monitor_datex import DatexMonitorDriver, build
 from monitord.readings import (
     DeviceAlarm,
     DeviceAlarmCode,
@@ -22,7 +22,7 @@ from monitord.readings import (
     Vital,
     VitalsReading,
 )
-from simulators.datex_sim import DatexSimulator, Fault
+from monitord.simulators.datex_sim import DatexSimulator, Fault
 
 WAIT_S = 30.0  # generous: real I/O on a loaded CI box
 
@@ -288,7 +288,7 @@ async def test_a_driver_bug_while_reading_reconnects_and_logs_once(
         raise ZeroDivisionError("bug")
 
     with caplog.at_level(logging.INFO):
-        monkeypatch.setattr("drivers.monitor_datex.readings_of", broken)
+        monkeypatch.setattr("monitord.drivers.monitor_datex.readings_of", broken)
         await wait_until(lambda: LinkState.RECONNECTING in rig.links())
         attempts = rig.driver.connect_attempts
         await wait_until(lambda: rig.driver.connect_attempts >= attempts + 2)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.base import Driver, FrameDelay, LinkLost, LogThrottle, cause_of
+from monitord.drivers.base import Driver, FrameDelay, LinkLost, LogThrottle, cause_of
 from monitord.readings import DeviceInput, DeviceRole, LinkState, LinkStatus
 
 WAIT_S = 20.0
@@ -145,7 +145,7 @@ async def test_any_connect_failure_is_retried_logged_once_and_shown(exc: BaseExc
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     got: list[DeviceInput] = []
     driver = FakeDriver(got.append, fail_connect=exc)
-    with caplog.at_level(logging.INFO, logger="drivers.base"):
+    with caplog.at_level(logging.INFO, logger="monitord.drivers.base"):
         await _run(driver, lambda: driver.connect_attempts >= 20)
     (status,) = [g for g in got if isinstance(g, LinkStatus)]
     assert status.state is LinkState.RECONNECTING
@@ -159,7 +159,7 @@ async def test_any_connect_failure_is_retried_logged_once_and_shown(exc: BaseExc
 async def test_a_driver_bug_in_poll_reconnects_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
     got: list[DeviceInput] = []
     driver = FakeDriver(got.append, fail_poll=ZeroDivisionError("division by zero"))
-    with caplog.at_level(logging.INFO, logger="drivers.base"):
+    with caplog.at_level(logging.INFO, logger="monitord.drivers.base"):
         await _run(driver, lambda: driver.polls >= 20)
     states = [g.state for g in got if isinstance(g, LinkStatus)]
     assert states == [LinkState.RECONNECTING]
@@ -172,7 +172,7 @@ async def test_a_consumer_that_raises_does_not_stop_the_driver(caplog: pytest.Lo
         raise RuntimeError("queue full")
 
     driver = FakeDriver(broken)
-    with caplog.at_level(logging.INFO, logger="drivers.base"):
+    with caplog.at_level(logging.INFO, logger="monitord.drivers.base"):
         await _run(driver, lambda: driver.polls >= 20)
     assert driver.frames_ok >= 20
     assert len([r for r in caplog.records if "could not hand on" in r.getMessage()]) == 1

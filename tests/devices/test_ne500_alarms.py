@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from drivers.ne500 import Alarm, CommandError
-from drivers.pump_ne500 import Ne500PumpDriver
 from monitord.config import PumpDevice, SerialPort
+from monitord.drivers.ne500 import Alarm, CommandError
+from monitord.drivers.pump_ne500 import Ne500PumpDriver
 from monitord.readings import DeviceAlarmCode, DeviceInput, LinkState, LinkStatus, PumpState
-from simulators.pump_endpoint import PtyEndpoint
-from simulators.pump_model import PumpModel
-from simulators.pump_ne500_sim import Ne500PumpSim
+from monitord.simulators.pump_endpoint import PtyEndpoint
+from monitord.simulators.pump_model import PumpModel
+from monitord.simulators.pump_ne500_sim import Ne500PumpSim
 from tests.devices.test_pump_e2e import Rig, rig, wait_until
 
 

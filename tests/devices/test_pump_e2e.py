@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus_pump import CommandRefused as ModbusCommandRefused
-from drivers.modbus_pump import ModbusPumpDriver
-from drivers.pump_map import PumpCommand, load_map
-from drivers.pump_ne500 import CommandRefused as Ne500CommandRefused
-from drivers.pump_ne500 import Ne500PumpDriver
 from monitord.config import PumpDevice, SerialPort
+from monitord.drivers.modbus_pump import CommandRefused as ModbusCommandRefused
+from monitord.drivers.modbus_pump import ModbusPumpDriver
+from monitord.drivers.pump_map import PumpCommand, load_map
+from monitord.drivers.pump_ne500 import CommandRefused as Ne500CommandRefused
+from monitord.drivers.pump_ne500 import Ne500PumpDriver
 from monitord.readings import (
     DeviceAlarm,
     DeviceAlarmCode,
@@ -29,10 +29,10 @@ from monitord.readings import (
     PumpReading,
     PumpState,
 )
-from simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint
-from simulators.pump_modbus_sim import ModbusPumpSim
-from simulators.pump_model import Fault, PumpModel
-from simulators.pump_ne500_sim import Ne500PumpSim
+from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint
+from monitord.simulators.pump_modbus_sim import ModbusPumpSim
+from monitord.simulators.pump_model import Fault, PumpModel
+from monitord.simulators.pump_ne500_sim import Ne500PumpSim
 
 WAIT_S = 20.0
 

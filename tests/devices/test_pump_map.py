@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import modbus_pump as mb
-from drivers.base import ProtocolError
-from drivers.pump_map import (
+from monitord.drivers import modbus_pump as mb
+from monitord.drivers.base import ProtocolError
+from monitord.drivers.pump_map import (
     DEFAULT_MAP_PATH,
     MapEntry,
     PumpCommand,
@@ -203,7 +203,7 @@ def test_no_code_path_builds_another_write() -> None:
     src = ast.parse((ROOT / "drivers" / "modbus_pump.py").read_text())
     fn = next(n for n in ast.walk(src) if isinstance(n, ast.FunctionDef) and n.name == "encode_command_request")
     assert [a.arg for a in fn.args.args] == ["unit", "commands", "command"]  # no address, no value
-    from drivers import ne500
+    from monitord.drivers import ne500
 
     assert {c.value for c in ne500.Action} == {"STP"}
     assert "RAT" not in {c.value for c in ne500.Action}

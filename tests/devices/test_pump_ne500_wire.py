@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import ne500
-from drivers.base import ProtocolError
-from drivers.ne500 import Action, Alarm, CommandError, Prompt, Query, Reply
+from monitord.drivers import ne500
+from monitord.drivers.base import ProtocolError
+from monitord.drivers.ne500 import Action, Alarm, CommandError, Prompt, Query, Reply
 
 STX, ETX = b"\x02", b"\x03"
 

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from drivers.base import LinkLost
-from drivers.pump_serial import SerialLine
 from monitord.config import SerialPort
-from simulators.transport import open_pty
+from monitord.drivers.base import LinkLost
+from monitord.drivers.pump_serial import SerialLine
+from monitord.simulators.transport import open_pty
 
 
 async def test_waiting_for_a_reply_reads_only_when_bytes_arrive() -> None:

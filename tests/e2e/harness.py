@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers import build_drivers
-from drivers.base import Driver
 from monitord.clock import SystemClock
 from monitord.config import Config, load_config, merge
 from monitord.daemon import send_pump_command
+from monitord.drivers import build_drivers
+from monitord.drivers.base import Driver
 from monitord.engine import Engine
 from monitord.events import Event, EventKind
 from monitord.loop import RuleLoop
 from monitord.readings import DeviceRole
 from monitord.scenario import Scenario, load_scenario, step_input
 from monitord.scenario import Step as ScenarioStep
-from simulators.scenario_runner import ScenarioRunner
+from monitord.simulators.scenario_runner import ScenarioRunner
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 WAIT_S = 30.0  # generous: real serial I/O on a loaded two-core box

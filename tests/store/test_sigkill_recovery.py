@@ -148,7 +148,7 @@ async def test_sigkill_mid_infusion_then_restart(tmp_path: Path) -> None:
     sock = tmp_path / "dash.sock"
     sim_log, d1_log, d2_log = tmp_path / "sim.log", tmp_path / "daemon1.log", tmp_path / "daemon2.log"
 
-    sim = await _spawn("-m", "simulators.pump_modbus_sim", "--pty", str(tmp_path / "pump"), "--rate", str(RATE_ML_H),
+    sim = await _spawn("-m", "monitord.simulators.pump_modbus_sim", "--pty", str(tmp_path / "pump"), "--rate", str(RATE_ML_H),
                        log=sim_log)
     daemon: asyncio.subprocess.Process | None = None
     try:
