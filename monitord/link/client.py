@@ -117,6 +117,9 @@ class LinkClient:
             except p.ProtocolError as exc:
                 log.warning("ignoring a bad message from the monitor: %s", exc)
                 continue
+            if msg.get("type") == "refused":  # too many dashboards: the daemon says so and closes
+                self.last_error = str(msg.get("error") or "the monitor refused the link")[:200]
+                return
             self.last_heard = self.clock()
             kind = msg.get("type")
             if kind == "hello":

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError
 
 from monitord.config import Config
 from monitord.store.models import StoreMeta
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +84,49 @@ def _sqlite_recipe(engine: Engine) -> None:
         cur.execute(f"PRAGMA synchronous = {SQLITE_SYNCHRONOUS}")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
+        _record.info[SYNCHRONOUS] = SQLITE_SYNCHRONOUS
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
+        options = conn.get_execution_options()
+        sync = "NORMAL" if options.get(SYNC_LATER) else SQLITE_SYNCHRONOUS
+        info = conn.info  # kept with the driver's connection (pooled)
+        if info.get(SYNCHRONOUS) != sync:
+            conn.exec_driver_sql(f"PRAGMA synchronous = {sync}")
+            info[SYNCHRONOUS] = sync
         # A write transaction takes the write lock at once (waiting up to busy_timeout): a deferred
         # one that reads first fails at its first write if another connection wrote meanwhile.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(IMMEDIATE) else "BEGIN")
 
 
 IMMEDIATE = "sqlite_immediate"
+SYNC_LATER = "sqlite_sync_later"
+SYNCHRONOUS = "monitord_synchronous"
 
 
-def writing(engine: Engine) -> Any:
-    """``with writing(engine) as conn:`` a write transaction (SQLite: BEGIN IMMEDIATE)."""
-    return engine.execution_options(**{IMMEDIATE: True}).begin()
+def writing(engine: Engine, synced: bool = True) -> Any:
+    """``with writing(engine) as conn:`` a write transaction (SQLite: BEGIN IMMEDIATE).
+
+    ``synced=False`` (SQLite): the commit returns once its WAL frames are written, before they
+    are fsynced (``synchronous=NORMAL`` for this transaction: it survives a crash of the process,
+    not yet a power loss); the caller then makes it durable with ``sync_wal``."""
+    options: dict[str, Any] = {IMMEDIATE: True}
+    if not synced:
+        options[SYNC_LATER] = True
+    return engine.execution_options(**options).begin()
+
+
+def sync_wal(path: Path) -> None:
+    """fsync the WAL of the SQLite file ``path``: what ``synchronous=FULL`` does at each commit.
+    Nothing to do without a WAL (the last connection's checkpoint synced the database)."""
+    try:
+        fd = os.open(f"{path}-wal", os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_sqlite(path: Path) -> str | None:
@@ -196,17 +227,52 @@ def _set_wal(path: Path) -> None:
 
 
 def alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (from empty, or from any older revision)."""
+    """Bring the schema to the newest revision (from empty, or from any older revision). A
+    database already there is left as it is without loading alembic (a tenth of start-up)."""
+    head = head_revision()
+    if head is not None and schema_revision(engine) == head:
+        return
+    from alembic import command
+
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
+_QUOTED = re.compile(r"""^['"]([^'"]+)['"]$""")
+
+
+def head_revision() -> str | None:
+    """The newest migration, read from the revision files' ``revision`` and ``down_revision``
+    lines; None when that is not plain (a merge, an unreadable file): alembic then decides."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        found = {m[1]: m[2] for m in _REVISION.finditer(path.read_text(encoding="utf-8"))}
+        rev = _QUOTED.match(found.get("revision", ""))
+        down = found.get("down_revision", "")
+        if rev is None:
+            return None
+        revisions.add(rev[1])
+        if down != "None":
+            quoted = _QUOTED.match(down)
+            if quoted is None:
+                return None
+            parents.add(quoted[1])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
 
 
 def schema_revision(engine: Engine) -> str | None:
@@ -222,6 +288,8 @@ def _revision(message: str) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
+        from alembic import command
+
         engine = make_engine(f"sqlite:///{tmp}/scratch.db")
         migrate(engine)
         cfg = alembic_config()

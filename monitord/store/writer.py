@@ -20,6 +20,7 @@ link and system events are never dropped (they are few).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -42,9 +43,9 @@ from sqlalchemy.exc import (
 
 from monitord.events import Event, EventKind
 from monitord.store import models as m
-from monitord.store.database import database_id, file_identity, migrate, prepare_sqlite, writing
+from monitord.store.database import database_id, file_identity, migrate, prepare_sqlite, sync_wal, writing
 from monitord.store.derive import BatchWriter, Derived, sanitized
-from monitord.store.numbering import Numbering
+from monitord.store.numbering import ALARM_BLOCK, SEQ_BLOCK, Numbering
 from monitord.store.retention import Retention
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Writer:
         self._checkpoints: deque[tuple[int, dict[str, Any]]] = deque(maxlen=KEEP_CHECKPOINTS)
         self._first_at: float | None = None  # when the oldest pending event was queued
         self._urgent = False  # an alarm transition is queued: commit as soon as its checkpoint comes
+        self._reading_seen = False  # a reading was queued since start
         self._cond = threading.Condition()  # re-entrant
         self._stopping = False
         self._give_up_at: float | None = None
@@ -113,6 +115,7 @@ class Writer:
         self._incident_until = 0.0
         self._reported: tuple[bool, str] = (True, "")
         self._reopened_at = -REOPEN_MIN_S
+        self._unsynced = False  # an alarm batch is committed, its WAL frames not yet fsynced
 
     # -- the rule loop's side: never blocks on disk ------------------------------------------
 
@@ -128,6 +131,8 @@ class Writer:
                 self._urgent = True
                 a = event.data.get("alarm_seq")
                 alarm_seq = max(alarm_seq, a) if isinstance(a, int) else alarm_seq
+            elif event.kind in DROPPABLE and not self._reading_seen:
+                self._urgent = self._reading_seen = True  # a restarted bed's data reaches central at once
             self._highest = (max(seq, event.seq), alarm_seq)
             self._cond.notify()
 
@@ -135,8 +140,8 @@ class Writer:
         with self._cond:
             self._checkpoints.append((seq, cp))
             if self._urgent:
-                # Alarm transitions go to disk (and so to central stations) without waiting
-                # out the flush interval; readings keep their batching.
+                # Alarm transitions (and the first reading after start) go to disk, and so to
+                # central stations, without waiting out the flush interval; readings keep their batching.
                 self._urgent = False
                 self._first_at = time.monotonic() - self.flush_interval_s
             self._cond.notify()
@@ -191,6 +196,13 @@ class Writer:
                     return False
                 self._cond.wait(min(left, 0.05))
             return True
+
+    def hurry(self) -> None:
+        """Commit what is queued without waiting out the flush interval (someone waits for it)."""
+        with self._cond:
+            if self._first_at is not None:
+                self._first_at = min(self._first_at, time.monotonic() - self.flush_interval_s)
+            self._cond.notify()
 
     @property
     def queued(self) -> int:
@@ -260,6 +272,8 @@ class Writer:
                     cb(last)
                 except Exception:
                     log.exception("commit listener failed")
+            self._sync_deferred()
+            self._reserve_ahead()
             self._maybe_retain()
 
     def _next_batch(self) -> tuple[list[Event], tuple[int, dict[str, Any]] | None] | None:
@@ -307,19 +321,45 @@ class Writer:
             seq, alarm_seq = self._highest
         self.numbering.ensure(seq, alarm_seq, self.database_id, self._committed_here)
 
-    def _commit(self, events: list[Event], cp: tuple[int, dict[str, Any]] | None) -> None:
-        self._transact(lambda conn: self.batch.write(conn, events, cp), events[-1].seq, cp)
+    def _reserve_ahead(self) -> None:
+        """After a commit (and its publication), renew a reservation running low a little before
+        ``_reserve`` would have to: the numbering file's fsyncs then never delay an alarm's commit."""
+        with self._cond:
+            seq, alarm_seq = self._highest
+        if self.numbering.needs(seq + SEQ_BLOCK // 8, alarm_seq + ALARM_BLOCK // 8, self.database_id):
+            with contextlib.suppress(OSError):  # ``_reserve`` tries again before the next commit, and reports
+                self.numbering.ensure(seq, alarm_seq, self.database_id, self._committed_here, force=True)
 
-    def _transact(self, write: Callable[[Connection], None], last: int, cp: tuple[int, dict[str, Any]] | None) -> None:
+    def _commit(self, events: list[Event], cp: tuple[int, dict[str, Any]] | None) -> None:
+        # A batch with an alarm transition is published as soon as it is in the database: its
+        # fsync follows the commit listeners (``_sync_deferred``) instead of preceding them.
+        urgent = self.sqlite_path is not None and any(e.kind is EventKind.ALARM for e in events)
+        self._transact(lambda conn: self.batch.write(conn, events, cp), events[-1].seq, cp, synced=not urgent)
+
+    def _sync_deferred(self) -> None:
+        """Make the alarm batch just published durable against power loss, as ``synchronous=FULL``
+        would have before its commit returned."""
+        if not self._unsynced or self.sqlite_path is None:
+            return
+        self._unsynced = False
+        try:
+            sync_wal(self.sqlite_path)
+        except OSError as exc:
+            log.error("fsync of the database's WAL failed: %s", exc)
+            self.incident(f"a commit could not be synced to disk: {exc}"[:200])
+
+    def _transact(self, write: Callable[[Connection], None], last: int, cp: tuple[int, dict[str, Any]] | None,
+                  synced: bool = True) -> None:
         """One transaction into the database we opened (checked first); ``last`` is then done."""
         saved = self.batch.derived.copy()
         try:
-            with writing(self.engine) as conn:
+            with writing(self.engine, synced) as conn:
                 self._check_database(conn)
                 write(conn)
         except Exception:
             self.batch.derived = saved
             raise
+        self._unsynced = self._unsynced or not synced
         if cp is not None:
             self._last_cp = cp
         self._done(last)
