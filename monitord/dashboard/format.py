@@ -4,6 +4,7 @@ Pure functions, so the screen and its tests agree on every word."""
 from __future__ import annotations
 
 import re
+import textwrap
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -61,6 +62,11 @@ def vital_of(rule_id: str) -> str | None:
     else:
         return None
     return "sbp" if name in ("dbp", "map") else name
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Words wrapped to ``width`` (at least one line, never a hyphen split)."""
+    return textwrap.wrap(text, max(1, width), break_on_hyphens=False) or [""]
 
 
 def clock_time(iso: str | None, tz: tzinfo | None) -> str:
@@ -218,6 +224,56 @@ def _alarm_text(d: dict[str, Any], by: str) -> tuple[str, str]:
     return text, (d.get("priority") or "info") if transition in ATTENTION else "info"
 
 
+# -- the pump stop interlock (docs/interlock.md) ---------------------------------------------------
+
+# Phases with something to release at the bedside (the daemon refuses a release otherwise).
+RELEASABLE = ("stopping", "holding", "failed")
+INTERLOCK_PANEL = {"armed": "interlock armed", "stopping": "INTERLOCK STOPPING PUMP", "holding": "INTERLOCK HOLDING",
+                   "failed": "INTERLOCK: PUMP DID NOT STOP"}
+
+
+def interlock_releasable(il: dict[str, Any] | None) -> bool:
+    return bool(il) and (il or {}).get("phase") in RELEASABLE
+
+
+def interlock_banner(il: dict[str, Any] | None) -> str:
+    """The banner line for an interlock that has acted (empty while off or armed)."""
+    if not interlock_releasable(il):
+        return ""
+    assert il is not None
+    trigger = il.get("trigger") or "?"
+    if il.get("phase") == "failed":
+        return f"PUMP DID NOT STOP: STOP IT BY HAND (interlock, {trigger})"
+    if il.get("phase") == "stopping":
+        return f"INTERLOCK STOPPING THE PUMP ({trigger}): check the patient"
+    if il.get("pump_restarted"):
+        return f"PUMP RESTARTED WHILE THE INTERLOCK HOLDS ({trigger}): check the patient"
+    return f"PUMP STOPPED BY INTERLOCK ({trigger}): check the patient"
+
+
+def _interlock_text(d: dict[str, Any], by: str) -> tuple[str, str]:
+    step, trigger = d.get("step"), d.get("trigger") or "?"
+    if step == "armed":
+        return "Interlock armed", "info"
+    if step == "triggered":
+        return f"INTERLOCK TRIGGERED by {trigger}: stopping the pump", "high"
+    if step == "command_sent":
+        return f"Interlock sent {d.get('command', 'stop')} to the pump (attempt {d.get('attempts')})", "info"
+    if step == "confirmed":
+        late = " (late: after the did-not-stop alarm)" if d.get("late") else ""
+        return (f"Interlock: the pump reports it stopped ({d.get('pump_state')}, {amount(d.get('rate_ml_h'))} mL/h)"
+                f"{late}", "warning")
+    if step == "not_confirmed":
+        return f"INTERLOCK: PUMP DID NOT STOP after {d.get('attempts')} attempts: stop it by hand", "high"
+    if step == "pump_restarted":
+        return f"PUMP RESTARTED while the interlock holds ({d.get('pump_state')}, {amount(d.get('rate_ml_h'))} mL/h)", "high"
+    if step == "pump_stopped_again":
+        return "Pump stopped again; the interlock still holds", "warning"
+    if step == "released":
+        return f"Interlock released (was {d.get('from')}): {d.get('reason')}{by}", "warning"
+    return f"Interlock {words(step)}" + _rest(d, ("step",)), "info"
+
+
 def event_line(ev: dict[str, Any], tz: tzinfo | None = None) -> tuple[str, str]:
     """One event-log line and its style (``high``/``medium``/``low``/``advisory``/``refused``/
     ``warning``/``info``). ``tz`` is for times inside the event (a recovery's downtime)."""
@@ -252,4 +308,6 @@ def event_line(ev: dict[str, Any], tz: tzinfo | None = None) -> tuple[str, str]:
         return f"{d.get('device')} ({d.get('role')}) reports: {active.upper()}{detail}", "warning"
     if kind == "system":
         return _system_text(d, tz)
+    if kind == "interlock":
+        return _interlock_text(d, by)
     return f"{words(kind).capitalize()}{_rest(d, ())}", "info"

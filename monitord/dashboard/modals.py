@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static
 
 from monitord.dashboard import format as fmt
-from monitord.dashboard.widgets import YesNoList, plain
+from monitord.dashboard.widgets import AlarmStrip, Dialog, YesNoList, plain
 from monitord.intent import ACTOR_RE, RESERVED_ACTORS
 from monitord.link.client import CommandFailed, NeedsConfirmation
 
@@ -34,7 +34,7 @@ class EntryError(ValueError):
     """An entry the screen itself can tell is incomplete (nothing was sent)."""
 
 
-class EntryModal(ModalScreen[bool]):
+class EntryModal(Dialog, ModalScreen[bool]):
     """Base: title, fields, an error line; Enter in a field or Ctrl+S saves, Esc cancels."""
 
     HEADING = ""
@@ -56,6 +56,7 @@ class EntryModal(ModalScreen[bool]):
         box = VerticalScroll(classes="dialog")
         box.can_focus = False  # focus goes to the first field
         with box:
+            yield AlarmStrip()
             yield Label(plain(self.heading), classes="dialog-title")
             yield from self.fields()
             yield Static("", id="error", classes="dialog-error", markup=False)
@@ -147,7 +148,7 @@ class NurseModal(EntryModal):
         if not ACTOR_RE.match(nurse) or nurse.lower() in RESERVED_ACTORS:
             self.show_error("Staff id: 1-64 letters, digits, spaces or . _ @ / - (starting with a letter or digit)")
             return
-        self.dash.nurse = nurse
+        self.dash.set_nurse(nurse)
         self.dismiss(True)
 
 
@@ -186,7 +187,8 @@ class EffectsModal(EntryModal):
     def fields(self) -> ComposeResult:
         snap = self.dash.snapshot or {}
         current = set(snap.get("effects", []))
-        yield YesNoList([(fmt.words(e), e, e in current) for e in self.dash.effect_names], id="effects")
+        yield YesNoList([(fmt.words(e), e, e in current) for e in self.dash.effect_names], id="effects",
+                        ascii_only=self.dash.console_mode)
         severity = snap.get("effects_severity") if snap.get("effects_severity") in SEVERITIES else "mild"
         yield Select([(Text(f"severity: {s}"), s) for s in SEVERITIES], value=severity, allow_blank=False,
                      id="severity")
@@ -226,7 +228,8 @@ class AdmitModal(EntryModal):
         yield Input(placeholder="patient id", id="patient")
         yield Input(placeholder="weight, kg", id="weight", type="number")
         yield Input(placeholder="age, years", id="age", type="integer")
-        yield YesNoList([("significant comorbidity (stricter dose limits)", "comorbid", False)], id="flags")
+        yield YesNoList([("significant comorbidity (stricter dose limits)", "comorbid", False)], id="flags",
+                        ascii_only=self.dash.console_mode)
 
     def commands(self) -> list[tuple[str, dict[str, Any]]]:
         pid = self.text("patient")
@@ -248,6 +251,7 @@ class OrderModal(EntryModal):
                      allow_blank=not concs, id="conc")
         yield Input(placeholder="rate, mL/h", id="rate", type="number")
         yield Input(placeholder="bolus, mg (0 or blank: none)", id="bolus", type="number")
+        yield Input(placeholder="planned duration, min (e.g. 240; blank: no plan)", id="duration", type="number")
         sizes = drug.get("syringe_sizes_ml", [])
         yield Select([(Text(f"{s:g} mL syringe"), s) for s in sizes], prompt="syringe (optional)", id="syringe")
 
@@ -265,6 +269,8 @@ class OrderModal(EntryModal):
             "rate_ml_h": self.number("rate", "the rate in mL/h"),
             "bolus_mg": self.number("bolus", "the bolus in mg", default=0.0),
             "syringe_ml": float(syringe) if isinstance(syringe, int | float) else None,
+            "planned_duration_min": self.number("duration", "the planned duration in minutes") if self.text("duration")
+            else None,
         })]
 
 
@@ -278,7 +284,7 @@ class ChecklistModal(EntryModal):
         yield YesNoList(
             [(("[C] " if c["kind"] == "contraindication" else "[?] ") + c["text"], c["id"], bool(answers.get(c["id"])))
              for c in items],
-            id="items",
+            id="items", ascii_only=self.dash.console_mode,
         )
         yield Label(plain("[C] contraindication: a yes needs a physician override"))
         with Vertical(id="override"):
@@ -377,22 +383,41 @@ class DischargeModal(EntryModal):
 
     HEADING = "Discharge the patient from this bed"
 
+    @staticmethod
+    def lines(snap: dict[str, Any]) -> list[str]:
+        criteria = (snap.get("discharge") or {}).get("criteria") or []
+        return [f"{'MET    ' if c.get('met') else 'NOT MET'}  {fmt.words(c.get('id'))}"
+                + (f": {c['detail']}" if c.get("detail") else "") for c in criteria]
+
+    @staticmethod
+    def placeholder(snap: dict[str, Any]) -> str:
+        ready = bool((snap.get("discharge") or {}).get("ready"))
+        return "reason (optional)" if ready else "reason (required: a criterion is not met)"
+
     def fields(self) -> ComposeResult:
-        readiness = (self.dash.snapshot or {}).get("discharge") or {}
-        criteria = readiness.get("criteria") or []
-        for c in criteria:
-            detail = f": {c['detail']}" if c.get("detail") else ""
-            yield Static(plain(f"{'MET    ' if c.get('met') else 'NOT MET'}  {fmt.words(c.get('id'))}{detail}"),
-                         classes="criterion")
-        ready = bool(readiness.get("ready"))
-        yield Input(placeholder="reason (optional)" if ready else "reason (required: a criterion is not met)",
-                    id="reason")
+        snap = self.dash.snapshot or {}
+        for line in self.lines(snap):
+            yield Static(plain(line), classes="criterion")
+        yield Input(placeholder=self.placeholder(snap), id="reason")
+
+    def snapshot_changed(self, snap: dict[str, Any]) -> None:
+        """The criteria as the daemon sees them now (the screen stays open while they change)."""
+        shown = list(self.query(".criterion").results(Static))
+        reason = self.query_one("#reason", Input)
+        for i, line in enumerate(self.lines(snap)):
+            if i < len(shown):
+                shown[i].update(plain(line))
+            else:
+                reason.parent.mount(Static(plain(line), classes="criterion"), before=reason)  # type: ignore[union-attr]
+        for extra in shown[len(self.lines(snap)):]:
+            extra.remove()
+        reason.placeholder = self.placeholder(snap)
 
     def commands(self) -> list[tuple[str, dict[str, Any]]]:
         return [("discharge", {"reason": self.text("reason")})]
 
 
-class ConfirmEntryModal(ModalScreen[bool]):
+class ConfirmEntryModal(Dialog, ModalScreen[bool]):
     """What the daemon computed for an entry it wants confirmed: dose in mg/kg/h and mg/h and
     the care-area verdict, or the weight and the one it was checked against. Only ``y``
     confirms: an Enter pressed out of habit must not record it."""
@@ -428,6 +453,7 @@ class ConfirmEntryModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
+            yield AlarmStrip()
             yield Static(plain(self.TITLES.get(self.kind, "Confirm")), classes="dialog-title")
             for line in self.lines():
                 yield Static(plain(line), classes="confirm-line")
@@ -439,7 +465,7 @@ class ConfirmEntryModal(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class QuitModal(ModalScreen[bool]):
+class QuitModal(Dialog, ModalScreen[bool]):
     """Ctrl+C asks: quitting leaves the bed without this screen and its alarm sound."""
 
     BINDINGS = [
@@ -449,6 +475,7 @@ class QuitModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
+            yield AlarmStrip()
             yield Static(plain("Quit the bedside dashboard?"), classes="dialog-title")
             yield Static(plain("The daemon keeps monitoring, but this screen and its alarm sound stop until the "
                                "dashboard is started again."))
@@ -461,18 +488,23 @@ class QuitModal(ModalScreen[bool]):
 
 SESSION_ACTIONS = [
     ("a", "admit", "Admit patient"),
-    ("o", "order", "Order (concentration, rate, bolus)"),
+    ("o", "order", "Order (concentration, rate, bolus, planned duration)"),
     ("c", "checklist", "Pre-infusion checklist"),
     ("b", "baseline", "Capture baseline vitals"),
     ("s", "start", "Start infusion"),
     ("p", "pause", "Pause infusion"),
     ("r", "resume", "Resume infusion"),
     ("x", "stop", "Stop infusion"),
+    ("h", "bolus", "Hand bolus (ketamine not given through the pump)"),
+    ("g", "controlled", "Controlled-drug record (dispensed, wasted, close)"),
+    ("w", "weight", "Confirm or correct the weight"),
+    ("k", "score", "Discharge score (PADSS / Aldrete)"),
+    ("e", "escort", "Escort confirmed"),
     ("d", "discharge", "Discharge"),
 ]
 
 
-class SessionMenu(ModalScreen[str | None]):
+class SessionMenu(Dialog, ModalScreen[str | None]):
     """The infusion's life cycle, one key each."""
 
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
@@ -482,6 +514,7 @@ class SessionMenu(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
+            yield AlarmStrip()
             yield Label(plain("Infusion"), classes="dialog-title")
             for key, _name, label in SESSION_ACTIONS:
                 yield Label(plain(f" {key}  {label}"))

@@ -4,17 +4,25 @@ the daemon's words, the site's checklist) is shown with ``plain``, never parsed 
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import ScrollableContainer, Vertical
 from textual.content import Content
 from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBarRender
+from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Digits, SelectionList, Static
+from textual.widgets import Digits, OptionList, SelectionList, Static
+from textual.widgets._toggle_button import ToggleButton
+from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets.selection_list import Selection
 
 from monitord.dashboard import format as fmt
@@ -39,13 +47,43 @@ def plain(text: object) -> Content:
 
 class YesNoList(SelectionList[str]):
     """A selection list whose items say their state in a word as well as by the colour of the
-    box (``YES`` / ``no``): the state never rests on colour alone. Space toggles."""
+    box (``YES`` / ``no``): the state never rests on colour alone. Space toggles. Long items
+    wrap (never cut); ``ascii_only`` draws the box as ``[X]`` for the Linux console."""
+
+    DEFAULT_CSS = "YesNoList { text-wrap: wrap; text-overflow: fold; }"
+    GUTTER = 4  # the box and a space
 
     def __init__(self, items: Sequence[tuple[str, str, bool]], *, yes: str = "YES", no: str = "no",
-                 **kw: Any) -> None:
+                 ascii_only: bool = False, **kw: Any) -> None:
         self._texts = {value: text for text, value, _ in items}
         self._words = (yes, no)
+        self.ascii_only = ascii_only
         super().__init__(*[Selection(self._prompt(text, on), value, on) for text, value, on in items], **kw)
+
+    def render_line(self, y: int) -> Strip:
+        """The option's line with its box on the option's first line only (an item that wraps
+        takes several lines; SelectionList assumes one line per item)."""
+        line = OptionList.render_line(self, y)
+        segments = list(line)
+        try:
+            index, offset = self._lines[self.scroll_offset.y + y]
+            selection = self.get_option_at_index(index)
+        except (IndexError, OptionDoesNotExist):
+            return line
+        underlying = (segments[0].style if segments else None) or self.rich_style
+        if offset:
+            return Strip([Segment(" " * self.GUTTER, underlying), *segments])
+        chosen = selection.value in self._selected
+        component = "selection-list--button" + ("-selected" if chosen else "") + \
+            ("-highlighted" if self.highlighted == index else "")
+        button = self.get_component_rich_style(component) + Style(meta={"option": index})
+        side = Style.from_color(button.bgcolor, underlying.bgcolor) + Style(meta={"option": index})
+        if self.ascii_only:
+            box = [Segment("[" + ("X" if chosen else " ") + "]", underlying + Style(meta={"option": index}))]
+        else:
+            box = [Segment(ToggleButton.BUTTON_LEFT, side), Segment(ToggleButton.BUTTON_INNER, button),
+                   Segment(ToggleButton.BUTTON_RIGHT, side)]
+        return Strip([*box, Segment(" ", underlying), *segments])
 
     def _prompt(self, text: str, on: bool) -> Content:
         width = max(map(len, self._words))
@@ -57,6 +95,60 @@ class YesNoList(SelectionList[str]):
         for i in range(self.option_count):
             value = self.get_option_at_index(i).value
             self.replace_option_prompt_at_index(i, self._prompt(self._texts[value], value in chosen))
+
+
+class AsciiScrollBarRender(ScrollBarRender):
+    """A scrollbar without the block glyphs the Linux console's font lacks: the thumb is drawn
+    as reversed blanks only."""
+
+    VERTICAL_BARS: ClassVar[list[str]] = [" "] * 8
+    HORIZONTAL_BARS: ClassVar[list[str]] = [" "] * 8
+
+
+def asciify(root: Widget) -> None:
+    """Give a screen's scrollbars and select arrows plain ASCII (the console's borders are CSS)."""
+    for widget in [root, *root.query("*")]:
+        if isinstance(widget, ScrollableContainer | ScrollView):
+            # per scrollbar, as Textual documents: the class attribute would change every app in the process
+            widget.vertical_scrollbar.renderer = AsciiScrollBarRender  # type: ignore[misc]
+            widget.horizontal_scrollbar.renderer = AsciiScrollBarRender  # type: ignore[misc]
+    for arrow, glyph in ((".down-arrow", "v"), (".up-arrow", "^")):
+        for static in root.query(arrow):
+            if isinstance(static, Static):
+                static.update(glyph)
+
+
+class AlarmStrip(Static):
+    """The highest active alarm (and how many more), in the first line of a dialog, so a dialog
+    never hides what is alarming. Hidden when nothing is."""
+
+    DEFAULT_CSS = "AlarmStrip { dock: top; height: auto; max-height: 3; display: none; } AlarmStrip.-on { display: block; }"
+
+    def on_mount(self) -> None:
+        data = getattr(self.app, "alarm_strip", None)
+        if callable(data):
+            self.show(*data())
+
+    def show(self, alarms: list[dict[str, Any]], unknown: str = "") -> None:
+        t = Text()
+        if unknown:
+            t.append(f"ALARM STATE UNKNOWN: {unknown}", style="bold reverse")
+        elif alarms:
+            top = alarms[0]
+            prio = str(top.get("priority", "advisory"))
+            more = f"  (+{len(alarms) - 1} more)" if len(alarms) > 1 else ""
+            t.append(f"{fmt.priority_label(prio)}  {top.get('message', '')}{more}", style=_ALARM_STYLES[f"alarm-{prio}"])
+        self.update(t)
+        self.set_class(bool(unknown or alarms), "-on")
+
+
+class Dialog:
+    """Mixed into every dialog screen: ASCII on the Linux console (the app's ``console_mode``)."""
+
+    def on_mount(self) -> None:
+        app = getattr(self, "app", None)
+        if getattr(app, "console_mode", False) and isinstance(self, Widget):
+            asciify(self)
 
 
 def ascii_digits(text: str) -> str:
@@ -87,10 +179,28 @@ class BigNumber(Widget):
             self.query_one(Digits).update(text)
 
 
+def trend_scale(points: Sequence[tuple[float, float]], now: float, window_s: float, min_span: float,
+                top: float | None = None) -> tuple[float, float] | None:
+    """The value range a trend is drawn against: the values in the window, widened to at least
+    ``min_span`` around their middle (so noise does not fill the tile), kept within 0..``top``,
+    in whole units. None when the window has no value."""
+    seen = [v for t, v in points if now - window_s <= t <= now]
+    if not seen:
+        return None
+    lo, hi = min(seen), max(seen)
+    span = max(hi - lo, min_span)
+    lo = (lo + hi) / 2 - span / 2
+    if top is not None and lo + span > top:
+        lo = top - span
+    lo = max(0.0, lo)
+    return float(math.floor(lo)), float(math.ceil(max(lo + span, hi)))
+
+
 def trend_text(points: Sequence[tuple[float, float]], now: float, window_s: float, width: int, ascii_only: bool,
-               height: int = 1) -> str:
+               height: int = 1, scale: tuple[float, float] | None = None) -> str:
     """Bars ``height`` lines tall, oldest left, one column per ``window_s / width`` seconds; gaps
-    stay blank. The lowest value in the window still shows (one eighth of the bottom line)."""
+    stay blank. Drawn against ``scale`` (low, high), else the window's own range; a value at the
+    low end still shows (one eighth of the bottom line)."""
     if width <= 0:
         return ""
     height = max(1, height)
@@ -104,11 +214,11 @@ def trend_text(points: Sequence[tuple[float, float]], now: float, window_s: floa
     seen = [v for v in cols if v is not None]
     if not seen:
         return "\n".join([" " * width] * height)
-    lo, hi = min(seen), max(seen)
+    lo, hi = scale if scale is not None else (min(seen), max(seen))
     span = (hi - lo) or 1.0
     steps = len(glyphs)
     # Each column's bar in glyph steps, 1 (lowest) .. height * steps (highest).
-    bars = [None if v is None else 1 + min(height * steps - 1, int((v - lo) / span * (height * steps - 1) + 0.5))
+    bars = [None if v is None else 1 + max(0, min(height * steps - 1, int((v - lo) / span * (height * steps - 1) + 0.5)))
             for v in cols]
     below = "|" if ascii_only else glyphs[-1]  # the full cells under a bar's top
     rows = []
@@ -135,6 +245,7 @@ class VitalTile(Vertical):
         self.ascii_only = console
         self.border_title = title
         self._trend: Callable[[int, int], str] | None = None
+        self._scale: tuple[tuple[float, float] | None, int] = (None, 30)
 
     def _draw_trend(self) -> None:
         if self._trend is not None:
@@ -143,11 +254,24 @@ class VitalTile(Vertical):
 
     def on_resize(self) -> None:
         self._draw_trend()
+        self._draw_scale()
 
     def compose(self) -> ComposeResult:
         yield BigNumber(self.ascii_only, classes="tile-value")
         yield Static("", classes="tile-detail", markup=False)
         yield Static("", classes="tile-trend", markup=False)
+
+    def set_scale(self, scale: tuple[float, float] | None, window_min: int) -> None:
+        """The trend's value range on the bottom border, with the window where it fits."""
+        self._scale = scale, window_min
+        self._draw_scale()
+
+    def _draw_scale(self) -> None:
+        scale, window_min = self._scale
+        text = f"{fmt.amount(scale[0])}-{fmt.amount(scale[1])}" if scale is not None else ""
+        both = f"{text} {window_min}m".strip()
+        # the border keeps its corners, a line each side and a space around the text
+        self.border_subtitle = both if len(both) <= self.outer_size.width - 6 or not self.outer_size.width else text
 
     def show(self, value: str, detail: str, state: str, trend: Callable[[int, int], str]) -> None:
         """``state``: ``ok``, ``stale``, or the highest alarm priority on this vital; ``trend``
@@ -172,7 +296,15 @@ class PumpPanel(Static):
         elif order.get("bolus_mg"):
             bolus = f"{fmt.num(order['bolus_mg'], 1)} mg ordered"
         state = (inf.get("state") or "no pump").upper()
+        il = snap.get("interlock") or {}
+        self.border_subtitle = fmt.INTERLOCK_PANEL.get(str(il.get("phase")), "")
         t = Text()
+        if fmt.interlock_releasable(il):
+            # The interlock acted: it leads the panel (the bolus line goes below the fold).
+            held = f" {fmt.age(il['since_s'])}" if il.get("since_s") is not None else ""
+            what = {"stopping": "STOPPING", "failed": "DID NOT STOP"}.get(str(il.get("phase")), "HOLDING")
+            t.append(f"INTERLOCK {what}{held}", style="bold reverse")
+            t.append("\n")
         t.append(f"PUMP {state}", style="bold")
         if inf.get("age_s") is not None and inf["age_s"] > 10:
             t.append(f"  (no data {fmt.age(inf['age_s'])})", style="bold reverse")

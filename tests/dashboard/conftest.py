@@ -54,10 +54,17 @@ def sock_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def make_config(socket: Path, care_area: str | None = None) -> Config:
+# A pump the daemon may send stop commands to: what an enabled interlock needs (docs/interlock.md).
+STOPPABLE_PUMP = {"pump": {"driver": "modbus", "serial": {"port": "sim"}, "timeout_s": 10, "allow_stop_commands": True}}
+
+
+def make_config(socket: Path, care_area: str | None = None, interlock: bool = False) -> Config:
     overrides: dict[str, Any] = {"dashboard": {"socket": str(socket)}, "mqtt": {"enabled": False}}
     if care_area:
         overrides["bed"] = {"care_area": care_area}
+    if interlock:
+        overrides["devices"] = STOPPABLE_PUMP
+        overrides["interlock"] = {"enabled": True}
     return load_config(overrides=overrides)
 
 
@@ -74,10 +81,17 @@ async def icu_bed(sock_dir: Path) -> AsyncIterator[Bed]:
         yield b
 
 
+@pytest.fixture
+async def interlock_bed(sock_dir: Path) -> AsyncIterator[Bed]:
+    """A bed whose pump stop interlock is enabled (its pump may be sent stop commands)."""
+    async with running_bed(sock_dir, interlock=True) as b:
+        yield b
+
+
 @contextlib.asynccontextmanager
-async def running_bed(sock_dir: Path, care_area: str | None = None) -> AsyncIterator[Bed]:
+async def running_bed(sock_dir: Path, care_area: str | None = None, interlock: bool = False) -> AsyncIterator[Bed]:
     socket = sock_dir / "run" / "dashboard.sock"  # the parent is created by the server
-    config = make_config(socket, care_area)
+    config = make_config(socket, care_area, interlock)
     clock = FakeClock()
     engine = Engine(config, clock)
     loop = RuleLoop(engine, config.watchdog.tick_s)
@@ -103,3 +117,54 @@ def vitals(hr: float = 72, sbp: float = 120, dbp: float = 80, mean: float = 93, 
 def admit_and_order(engine: Engine, actor: str = "N1") -> None:
     engine.submit(r.Admit("P-1001", 70.0, 45, actor))
     engine.submit(r.SetOrder("ketamine", 1.0, 35.0, actor, bolus_mg=0.0, syringe_ml=50.0))
+
+
+class Course:
+    """Drives a bed's engine second by second on its FakeClock, as the drivers would: a pump that
+    obeys stop commands (or ignores them) and a monitor whose breathing can stop."""
+
+    def __init__(self, engine: Engine, clock: FakeClock, obey: bool = True) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.obey = obey
+        self.pump_state = r.PumpState.STOPPED
+        self.rate = 35.0
+        self.volume = 0.0
+        self.rr, self.etco2 = 14.0, 38.0
+        self.commands: list[str] = []
+        engine.subscribe_commands(self._command)
+
+    def _command(self, command: str) -> None:
+        self.commands.append(command)
+        if self.obey:  # the pump's next report shows it stopped
+            self.pump_state = r.PumpState.STOPPED if command == "stop" else r.PumpState.PAUSED
+
+    def run(self, seconds: int) -> None:
+        engine = self.engine
+        for i in range(seconds):
+            self.clock.advance(1)
+            if self.pump_state is r.PumpState.RUNNING:
+                self.volume += self.rate / 3600
+            engine.submit(r.PumpReading("pump", self.pump_state, rate_ml_h=self.rate, volume_infused_ml=self.volume,
+                                        drug="ketamine", concentration_mg_ml=1.0, syringe_ml=50.0), evaluate=False)
+            values = {r.Vital.HR: 72.0, r.Vital.SPO2: 98.0, r.Vital.RR: self.rr, r.Vital.ETCO2: self.etco2}
+            if i % 300 == 0:
+                values |= {r.Vital.SBP: 122.0, r.Vital.DBP: 76.0, r.Vital.MAP: 91.0}
+            engine.submit(r.VitalsReading("monitor", values), evaluate=False)
+            engine.tick()
+
+    def start(self, **order: Any) -> None:
+        """Admitted, checklist answered, ordered, baseline taken, the pump running, started."""
+        engine = self.engine
+        engine.submit(r.Admit("P-1001", 70.0, 45, "N1", confirm=True))
+        engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in engine.config.checklist}, "N1"))
+        engine.submit(r.SetOrder("ketamine", 1.0, self.rate, "N1", syringe_ml=50.0, confirm=True, **order))
+        self.run(30)
+        self.pump_state = r.PumpState.RUNNING
+        engine.submit(r.StartInfusion("N1", confirm=True))
+
+    def apnoea(self) -> None:
+        self.rr, self.etco2 = 0.0, 0.0
+
+    def breathe(self) -> None:
+        self.rr, self.etco2 = 14.0, 38.0

@@ -129,8 +129,10 @@ async def test_infusion_life_cycle_from_the_menu(bed: Bed) -> None:
         await saved("stop")
         await menu("d")
         await until(pilot, lambda: isinstance(app.screen, modals.DischargeModal), "the discharge screen")
+        # The criteria follow the daemon's snapshots while the screen is open (the stop may arrive after it).
+        await until(pilot, lambda: "MET      infusion stopped" in [str(w.render()) for w in app.screen.query(".criterion")],
+                    "the stopped infusion among the criteria")
         criteria = [str(w.render()) for w in app.screen.query(".criterion")]
-        assert "MET      infusion stopped" in criteria
         assert any(c.startswith("NOT MET  observed after stop: 0 of ") for c in criteria), criteria
         await pilot.press("enter")  # not every criterion is met: the daemon wants a reason
         error = app.screen.query_one("#error", Static)

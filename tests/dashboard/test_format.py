@@ -167,3 +167,28 @@ def test_unknown_kinds_and_actions_still_show_their_fields() -> None:
         ("System clock stepped: by s 3.5", "info")
     assert event_line({"kind": "observation", "data": {"type": "temperature", "value": 37.2, "actor": "N2"}}) == \
         ("Temperature: value 37.2 [N2]", "info")
+
+
+def test_interlock_steps_read_as_words() -> None:
+    """The pump stop interlock from trigger to release, on a real engine whose pump obeys."""
+    from tests.dashboard.conftest import STOPPABLE_PUMP, Course
+
+    clock = FakeClock()
+    engine = Engine(load_config(overrides={"mqtt": {"enabled": False}, "devices": STOPPABLE_PUMP,
+                                           "interlock": {"enabled": True}}), clock)
+    events: list[dict[str, Any]] = []
+    engine.subscribe(lambda e: events.append(e.to_dict()))
+    course = Course(engine, clock)
+    course.start()
+    course.apnoea()
+    course.run(25)
+    course.breathe()
+    engine.submit(r.InterlockRelease("N1", "airway cleared"))
+    lines = [event_line(e) for e in events if e["kind"] == "interlock"]
+    assert lines == [
+        ("Interlock armed", "info"),
+        ("INTERLOCK TRIGGERED by resp.apnoea: stopping the pump", "high"),
+        ("Interlock sent stop to the pump (attempt 1)", "info"),
+        ("Interlock: the pump reports it stopped (stopped, 35 mL/h)", "warning"),
+        ("Interlock released (was holding): airway cleared [N1]", "warning"),
+    ]

@@ -279,3 +279,39 @@ async def test_confirmation_is_asked_with_the_computed_dose_and_given_with_confi
     no = await c.ask(type="pain", id=7, actor="N5", score=11)
     assert no["ok"] is False and "needs_confirmation" not in no
     await c.close()
+
+
+async def test_estimate_curve_is_sent_on_connect_and_when_it_grows(bed: Bed) -> None:
+    from tests.dashboard.conftest import Course
+
+    c = await Raw.connect(bed.socket)
+    empty = await c.recv_type("estimate_curve")
+    assert empty == {"type": "estimate_curve", "kind": "model_estimate", "points": []}  # no ketamine yet
+    course = Course(bed.engine, bed.clock)
+    course.start()
+    course.run(300)
+    curve = await c.recv_type("estimate_curve")
+    ages = [age for age, _ in curve["points"]]
+    assert len(ages) >= 4 and ages == sorted(ages, reverse=True) and ages[-1] >= 0
+    assert all(ng > 0 for _, ng in curve["points"])
+    course.pump_state = r.PumpState.STOPPED  # stopped: the curve goes on with the model's fall
+    course.run(180)
+    later = await c.recv_type("estimate_curve")
+    while len(later["points"]) < len(curve["points"]) + 3:
+        later = await c.recv_type("estimate_curve")
+    assert later["points"][-1][1] < max(ng for _, ng in later["points"])
+    await c.close()
+
+
+async def test_trend_history_starts_again_with_a_new_patient(bed: Bed) -> None:
+    for _ in range(3):
+        bed.clock.advance(10)
+        bed.engine.submit(vitals())
+    first = await Raw.connect(bed.socket)
+    assert (await first.recv())["trends"]["hr"]  # the bed's monitor, no patient yet
+    bed.engine.submit(r.Admit("P-2", 70.0, 40, "N1"))
+    second = await Raw.connect(bed.socket)
+    hello = await second.recv()
+    assert all(series == [] for series in hello["trends"].values())
+    await first.close()
+    await second.close()

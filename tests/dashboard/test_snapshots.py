@@ -14,6 +14,7 @@ from rich.console import Console
 from textual.pilot import Pilot
 
 from monitord import readings as r
+from monitord.buzzer import AlarmSounder
 from monitord.clock import FakeClock
 from monitord.config import load_config
 from monitord.dashboard.app import DashboardApp
@@ -26,10 +27,17 @@ V = r.Vital
 
 
 def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(hello, snapshot, log events) after 20 min of a running infusion, then ``state``:
-    ``normal``; ``medium`` (HR high); ``high`` (and SpO2 critical); ``crisis``: an ICU bed at
-    3 mg/kg/h (the soft dose limit's long message) whose vitals all go wrong: seven alarms, more
-    than the list holds at 80x24."""
+    """(hello, snapshot, log events) of ``bed_run``."""
+    hello, snapshot, events, _ = bed_run(state)
+    return hello, snapshot, events
+
+
+def bed_run(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(hello, snapshot, log events, estimate curve) after 20 min of a running infusion planned
+    for 4 h, then ``state``: ``normal``; ``medium`` (HR high); ``high`` (and SpO2 critical);
+    ``crisis``: an ICU bed at 3 mg/kg/h (the soft dose limit's long message) whose vitals all go
+    wrong: seven alarms, more than the list holds at 80x24; ``stopped``: stopped after the 20 min
+    and observed for 30 min, escort confirmed, the observation due 15 min after stop not made."""
     overrides: dict[str, Any] = {"mqtt": {"enabled": False}}
     if state == "crisis":
         overrides["bed"] = {"care_area": "icu"}
@@ -40,7 +48,7 @@ def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
     events: list[dict[str, Any]] = []
     engine.subscribe(lambda e: events.append(e.to_dict()))
     engine.submit(r.Admit("P-1001", 70.0, 45, "RN12"))
-    engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "RN12", syringe_ml=50.0))
+    engine.submit(r.SetOrder("ketamine", 1.0, 35.0, "RN12", syringe_ml=50.0, planned_duration_min=240.0))
     engine.submit(r.ChecklistAnswers({c.id: c.kind == "prompt" for c in engine.config.checklist}, "RN12"))
     for i in range(41):  # every 30 s for 20 min
         engine.submit(r.VitalsReading("monitor", {V.HR: 72 + (i * 7) % 9, V.SPO2: 97 + i % 2, V.RR: 14 + i % 3,
@@ -71,26 +79,52 @@ def bed_data(state: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
                                         concentration_mg_ml=1.0, syringe_ml=50.0))
             engine.submit(r.VitalsReading("monitor", {V.HR: 131, V.SPO2: 80, V.RR: 6, V.ETCO2: 62, V.SBP: 190,
                                                       V.DBP: 80, V.MAP: 110}))
-    return server.hello(), engine.snapshot(), [e for e in events if e["kind"] not in ("vitals", "infusion")]
+    if state == "stopped":
+        engine.submit(r.PumpReading("pump", r.PumpState.STOPPED, 0.0, 12.0, drug="ketamine", concentration_mg_ml=1.0,
+                                    syringe_ml=50.0))
+        engine.submit(r.StopInfusion("RN12", reason="course complete"))
+        engine.submit(r.EscortConfirmed("RN12", name="partner"))
+        for i in range(60):  # every 30 s for 30 min
+            clock.advance(30)
+            engine.submit(r.PumpReading("pump", r.PumpState.STOPPED, 0.0, 12.0, drug="ketamine",
+                                        concentration_mg_ml=1.0, syringe_ml=50.0))
+            engine.submit(r.VitalsReading("monitor", {V.HR: 74, V.SPO2: 98, V.RR: 14, V.ETCO2: 38}
+                                          | ({V.SBP: 124, V.DBP: 78, V.MAP: 93} if i % 10 == 0 else {})))
+    logged = [e for e in events if e["kind"] not in ("vitals", "infusion")]
+    return server.hello(), engine.snapshot(), logged, server.estimate_curve()
+
+
+class QuietOutput:
+    """A sound output that works and makes no noise (the screenshots show a bed with sound)."""
+
+    name = "test output"
+
+    def on(self) -> None:
+        pass
+
+    def off(self) -> None:
+        pass
 
 
 def app_with(state: str, console: bool = False) -> tuple[DashboardApp, Any]:
-    hello, snapshot, events = bed_data(state)
-    app = DashboardApp(connect=False, nurse="RN12", clock=lambda: 50_000.0, flash=False, sound=False,
-                       console=console)
+    hello, snapshot, events, curve = bed_run(state)
+    app = DashboardApp(connect=False, nurse="RN12", clock=lambda: 50_000.0, flash=False,
+                       sounder=AlarmSounder([QuietOutput()]), console=console)
 
     async def inject(pilot: Pilot[Any]) -> None:
         app.apply_hello(hello)
+        app.apply_estimate_curve(curve)
         app.apply_snapshot(snapshot)
         for ev in events:
             app.apply_event(ev)
         await pilot.pause()
+        await pilot.pause()  # the course and the alarm list settle their rows after a layout
 
     return app, inject
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-@pytest.mark.parametrize("state", ["normal", "medium", "high", "crisis"])
+@pytest.mark.parametrize("state", ["normal", "medium", "high", "crisis", "stopped"])
 def test_main_screen(snap_compare: Any, state: str, size: tuple[int, int]) -> None:
     app, inject = app_with(state)
     assert snap_compare(app, terminal_size=size, run_before=inject)
