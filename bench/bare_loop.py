@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from drivers import datex_s5 as dx  # noqa: E402
-from drivers import modbus_pump as mb  # noqa: E402
-from drivers.pump_map import decode_block, load_map  # noqa: E402
+from monitord.drivers import datex_s5 as dx  # noqa: E402
+from monitord.drivers import modbus_pump as mb  # noqa: E402
+from monitord.drivers.pump_map import decode_block, load_map  # noqa: E402
 
 MONITOR_INTERVAL_S = 5
 PUMP_POLL_S = 1.0

@@ -3,6 +3,7 @@
     python bench/bench_latency.py                  # 1,000 transitions per path + 120 s of CPU, ~9 min
     python bench/bench_latency.py --quick          # 200 transitions + 30 s of CPU, ~2.5 min
     python bench/bench_latency.py -n 2000 --interval 0.25 --cpu-window 300
+    python bench/bench_latency.py --repeat 3 --skip-cpu  # three latency runs and their medians, ~25 min
 
 Everything runs as separate processes on this machine, against one mosquitto on a free port;
 timestamps are CLOCK_MONOTONIC, which all processes share.
@@ -22,7 +23,8 @@ The toggles go to one path at a time, in blocks of ``--block`` alternating betwe
 so both sample the same moments of a shared machine; the idle path gets a steady frame every
 second, as a monitor streams. Frames and messages are paired in order and each pair is checked.
 Stages of the monitord path come from the stored events' ``mono`` (the engine's emit time, on
-the same clock).
+the same clock). With ``--repeat N`` the latency part runs N times, each with its own daemon
+and state directory, and a summary gives the median of each figure and of the per-run ratios.
 
 **CPU** (``--cpu-window`` seconds, after a warm-up). A device process serves two beds' worth
 of simulated devices over ptys: a Datex monitor streaming every 5 s and a Modbus pump. The
@@ -63,8 +65,8 @@ if str(REPO) not in sys.path:
 from monitord.config import load_config  # noqa: E402
 from monitord.link.client import LinkClient  # noqa: E402
 from monitord.readings import Vital  # noqa: E402
-from simulators.datex_sim import DatexSimulator  # noqa: E402
-from simulators.transport import open_pty  # noqa: E402
+from monitord.simulators.datex_sim import DatexSimulator  # noqa: E402
+from monitord.simulators.transport import open_pty  # noqa: E402
 from tests.mqtt.broker import Mosquitto  # noqa: E402
 
 ROOT = "monitord/v1"
@@ -419,9 +421,9 @@ class CpuResult:
 
 async def serve_devices(directory: Path) -> None:
     """The device process: two beds' worth of a streaming Datex monitor and a Modbus pump."""
-    from simulators.pump_endpoint import PtyEndpoint
-    from simulators.pump_modbus_sim import ModbusPumpSim
-    from simulators.pump_model import PumpModel
+    from monitord.simulators.pump_endpoint import PtyEndpoint
+    from monitord.simulators.pump_modbus_sim import ModbusPumpSim
+    from monitord.simulators.pump_model import PumpModel
 
     paths: dict[str, str] = {}
     runs = []
@@ -534,20 +536,57 @@ async def run(args: argparse.Namespace) -> int:
         tmp = Path(tmp_name)
         broker = Mosquitto(tmp / "broker").start()
         sub = Subscriber(broker.port, [f"{ROOT}/#", "bench/#"])
-        bare = full = None
+        runs: list[tuple[PathResult, PathResult]] = []
         cpu = None
         try:
-            if not args.skip_latency:
-                print(f"latency: {args.samples} transitions per path, in blocks of {args.block} ...", file=sys.stderr)
-                bare, full = await measure_latency(tmp, sub, broker.port, args.samples, args.interval, args.block)
+            for i in range(0 if args.skip_latency else args.repeat):
+                print(f"latency{f' run {i + 1}/{args.repeat}' if args.repeat > 1 else ''}: {args.samples} "
+                      f"transitions per path, in blocks of {args.block} ...", file=sys.stderr)
+                run_tmp = tmp / f"run{i + 1}" if args.repeat > 1 else tmp
+                run_tmp.mkdir(exist_ok=True)
+                runs.append(await measure_latency(run_tmp, sub, broker.port, args.samples, args.interval, args.block))
             if not args.skip_cpu:
                 print(f"CPU: {args.cpu_window:.0f} s window ...", file=sys.stderr)
                 cpu = await measure_cpu(tmp, sub, broker.port, args.cpu_window, args.cpu_warmup)
         finally:
             sub.close()
             broker.stop()
-    print(report(bare, full, cpu, args.interval))
-    return 1 if (bare and bare.problems) or (full and full.problems) else 0
+    for i, (bare, full) in enumerate(runs):
+        if len(runs) > 1:
+            print(f"\n## Run {i + 1} of {len(runs)}\n")
+        print(report(bare, full, None, args.interval))
+    if len(runs) > 1:
+        print("\n" + summary(runs))
+    if cpu is not None:
+        print(report(None, None, cpu, args.interval))
+    return 1 if any(b.problems or f.problems for b, f in runs) else 0
+
+
+def summary(runs: list[tuple[PathResult, PathResult]]) -> str:
+    """Medians over repeated runs, each ratio taken within its own run."""
+    def med(xs: list[float]) -> float:
+        return percentile(xs, 0.5)
+
+    good = [(b, f) for b, f in runs if b.latencies_ms and f.latencies_ms]
+    if not good:
+        return "no run produced latencies"
+    cols = {
+        "reference p50": [percentile(b.latencies_ms, 0.5) for b, _ in good],
+        "reference p99": [percentile(b.latencies_ms, 0.99) for b, _ in good],
+        "monitord p50": [percentile(f.latencies_ms, 0.5) for _, f in good],
+        "monitord p99": [percentile(f.latencies_ms, 0.99) for _, f in good],
+    }
+    r50 = [m / b for m, b in zip(cols["monitord p50"], cols["reference p50"], strict=True)]
+    r99 = [m / b for m, b in zip(cols["monitord p99"], cols["reference p99"], strict=True)]
+    lines = [f"Median of {len(good)} runs (ms; each ratio within its run):", "",
+             "| | " + " | ".join(f"run {i + 1}" for i in range(len(good))) + " | median |",
+             "| --- |" + " ---: |" * (len(good) + 1)]
+    for name, xs in [*cols.items(), ("ratio p50", r50), ("ratio p99", r99)]:
+        unit = "x" if name.startswith("ratio") else ""
+        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}{unit}" for x in xs) + f" | {med(xs):.1f}{unit} |")
+    verdict = "PASS" if med(r99) <= LATENCY_GOAL_RATIO else "FAIL"
+    lines += ["", f"median p99 ratio {med(r99):.1f}x; goal p99 <= {LATENCY_GOAL_RATIO:g}x: {verdict}"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-window", type=float, default=None, help="CPU window in seconds (default 120)")
     ap.add_argument("--cpu-warmup", type=float, default=10.0, help="seconds before the CPU window (default 10)")
     ap.add_argument("--quick", action="store_true", help="200 transitions and a 30 s CPU window")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="latency measurements, each with its own daemon; prints their medians (default 1)")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--serve-devices", metavar="DIR", help=argparse.SUPPRESS)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers import datex_s5 as dx  # noqa: E402
+from monitord.drivers import datex_s5 as dx  # noqa: E402
 
 
 @dataclass

@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers import modbus_pump as mb  # noqa: E402
-from drivers import ne500  # noqa: E402
-from drivers.base import ProtocolError  # noqa: E402
-from drivers.pump_map import decode_block, load_map  # noqa: E402
+from monitord.drivers import modbus_pump as mb  # noqa: E402
+from monitord.drivers import ne500  # noqa: E402
+from monitord.drivers.base import ProtocolError  # noqa: E402
+from monitord.drivers.pump_map import decode_block, load_map  # noqa: E402
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers import datex_s5 as dx  # noqa: E402
-from drivers.monitor_datex import NibpClock, device_time, readings_of  # noqa: E402
+from monitord.drivers import datex_s5 as dx  # noqa: E402
+from monitord.drivers.monitor_datex import NibpClock, device_time, readings_of  # noqa: E402
 
 BAUD = 19200
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers import modbus_pump as mb  # noqa: E402
-from drivers import ne500  # noqa: E402
-from drivers.pump_map import decode_block, load_map  # noqa: E402
+from monitord.drivers import modbus_pump as mb  # noqa: E402
+from monitord.drivers import ne500  # noqa: E402
+from monitord.drivers.pump_map import decode_block, load_map  # noqa: E402
 
 BAUDS = (9600, 19200)
 BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop

@@ -184,7 +184,7 @@ def test_estimate_is_never_negative_and_falls_after_stop(
         t += duration
         c = est.concentration_at(t)
         assert c >= 0 and est.estimate(t)["concentration_ng_ml"] >= 0
-        assert est.peak_ng_ml >= c * (1 - 1e-9)
+        assert est.peak_ng_ml >= c * (1 - 1e-9) - 1e-12  # absolute slack: subnormal amounts have no relative precision
         t += gap
     after = [est.concentration_at(t + s) for s in sorted(probes)]
     assert all(c >= 0 for c in after)
