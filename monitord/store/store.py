@@ -218,15 +218,16 @@ class Store:
         return self.writer.wait_committed(seq, timeout_s)
 
     async def wait_stored(self, seq: int, timeout_s: float) -> bool:
-        """Wait, without blocking the event loop, until every event up to ``seq`` is committed;
+        """Wait, without blocking the event loop, until every event up to ``seq`` is committed and
+        synced to disk (an alarm batch is fsynced just after it is published);
         False if that takes longer than ``timeout_s`` (the database is failing). The writer is
         asked not to wait out its flush interval: a nurse is waiting for the answer."""
-        if self.writer.committed_seq >= seq:
+        if self.writer.synced_seq >= seq:
             return True
         self.writer.hurry()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self.writer.committed_seq < seq:
+        while self.writer.synced_seq < seq:
             left = deadline - loop.time()
             if left <= 0:
                 return False

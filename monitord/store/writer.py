@@ -90,6 +90,7 @@ class Writer:
         self.sqlite_path = sqlite_path
         self.listeners: list[CommitListener] = []
         self.committed_seq = 0
+        self.synced_seq = 0  # committed and on disk against power loss (a deferred fsync done)
         self.dropped = 0
         self.failing: str | None = None
         self.incidents = 0  # events not stored as emitted, and databases replaced under us
@@ -166,6 +167,7 @@ class Writer:
         with self.engine.connect() as conn:
             self.batch.derived = Derived.load(conn, self.batch.bed_id, self.batch.trend_interval_s)
             self.committed_seq = self._committed_here = _max_seq(conn, self.batch.bed_id)
+            self.synced_seq = self.committed_seq
         if self.sqlite_path is not None:
             self._file_id = file_identity(self.sqlite_path)
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -344,6 +346,7 @@ class Writer:
         self._unsynced = False
         try:
             sync_wal(self.sqlite_path)
+            self.synced_seq = self.committed_seq
         except OSError as exc:
             log.error("fsync of the database's WAL failed: %s", exc)
             self.incident(f"a commit could not be synced to disk: {exc}"[:200])
@@ -363,6 +366,8 @@ class Writer:
         if cp is not None:
             self._last_cp = cp
         self._done(last)
+        if synced:  # this commit's fsync carried every earlier frame of the WAL too
+            self.synced_seq = self.committed_seq
 
     def _done(self, last: int) -> None:
         with self._cond:

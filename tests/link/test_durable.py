@@ -140,3 +140,23 @@ async def test_every_accepted_action_has_an_audit_row_and_every_refusal_too(sock
                     "the refusals to be audited")
         assert bed.db("SELECT count(*) FROM audit_log WHERE action = 'started'") == [(1,)]
         await c.close()
+
+
+def test_an_entry_is_answered_only_once_its_batch_is_synced_to_disk() -> None:
+    """An alarm batch is published before its fsync; an entry in it is durable only after that."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from monitord.store.store import Store
+
+    writer = SimpleNamespace(committed_seq=10, synced_seq=9, hurry=lambda: None)
+    store = Store.__new__(Store)
+    store.writer = writer  # type: ignore[assignment]
+    store._stored_waiters = []  # type: ignore[attr-defined]
+
+    async def run() -> tuple[bool, bool]:
+        early = await store.wait_stored(10, 0.3)  # committed, not yet synced: not answered ok
+        writer.synced_seq = 10
+        return early, await store.wait_stored(10, 0.3)
+
+    assert asyncio.run(run()) == (False, True)
