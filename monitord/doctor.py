@@ -19,6 +19,7 @@ import ssl
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -346,10 +347,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"site configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--broker-timeout", type=float, default=5.0, metavar="S",
                    help="seconds to wait for the MQTT broker (default 5)")
+    p.add_argument("--sound", action="store_true",
+                   help="commissioning: play the high, medium and low alarm patterns through the terminal bell "
+                        "(and the GPIO buzzer with --buzzer-pin), then ask whether they were heard")
+    p.add_argument("--buzzer-pin", type=int, default=None, metavar="PIN", help="GPIO (BCM) pin of the buzzer")
+
+
+def sound_test(buzzer_pin: int | None, ask: Callable[[str], str] = input) -> Result:
+    """Play every priority's pattern through every output this box has, and ask whether it was
+    heard: the commissioning check that an alarm at this bedside is audible."""
+    import asyncio
+
+    from monitord.buzzer import PATTERNS, AlarmSounder, GpioBuzzer, Output, TerminalBell, bell_problem
+
+    def ring() -> None:
+        sys.stdout.write("\a")
+        sys.stdout.flush()
+
+    outputs: list[Output] = [TerminalBell(ring, bell_problem(os.environ.get("TERM")))]
+    if buzzer_pin is not None:
+        outputs.append(GpioBuzzer(buzzer_pin))
+    sounder = AlarmSounder(outputs)
+    states = asyncio.run(sounder.self_test())
+    broken = [f"{s.name}: {s.why}" for s in states if not s.working]
+    if not any(s.working for s in states):
+        return _fail("sound", "no output can sound here: " + "; ".join(broken),
+                     "wire an active buzzer to a GPIO pin and install monitord[pi] (docs/dashboard.md, Sound)")
+    counts = ", then ".join(str(PATTERNS[p].pulses) for p in ("high", "medium", "low"))
+    answer = ask(f"Did you hear three bursts of beeps ({counts})? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        return _fail("sound", "the alarm patterns were played but not heard" + (f" ({'; '.join(broken)})" if broken else ""),
+                     "check the buzzer's wiring and pin, the volume, and that the dashboard runs on this console")
+    return _ok("sound", "alarm patterns heard" + (f"; not working: {'; '.join(broken)}" if broken else ""))
 
 
 def main(args: argparse.Namespace) -> int:
     results = run_checks(args.config, args.broker_timeout)
+    if getattr(args, "sound", False):
+        results.append(sound_test(args.buzzer_pin))
     for result in results:
         print(result.render())
     print("\n" + summary(results))
