@@ -2,7 +2,10 @@
 
 ``put_event`` and ``put_checkpoint`` are called on the rule loop's thread and only append to
 memory. The thread commits up to ``batch_max`` events, plus the newest checkpoint that does not
-run ahead of them, in ONE transaction. When the database fails (disk full, read-only, server
+run ahead of them, in ONE transaction. A batch holding an alarm transition does not wait out
+the flush interval, and on SQLite its commit does not wait for the disk either: the commit
+listeners (the MQTT publisher) get it as soon as it is in the database, and its WAL is fsynced
+right after them. Batches of readings alone are fsynced at commit (``synchronous=FULL``). When the database fails (disk full, read-only, server
 gone) the batch is kept and retried with backoff and the failure is reported; monitoring goes on.
 
 A batch refused for its *data* (a value the database rejects) never blocks the ones after it:
