@@ -41,8 +41,8 @@ COMMANDS: dict[str, Command] = {
     "archive": Command("monitord.central.archive", "keep every bed's MQTT feed in PostgreSQL", (
         "monitord archive -c site.toml --url postgresql://archive@db.example/monitord",)),
     "hl7": Command("monitord.hl7.gateway", "every bed's feed to the EHR: HL7 PCD-01/PCD-04 over MLLP"),
-    "export": Command("monitord.store.export", "a session's readings, alarms and notes (CSV, JSON) or its "
-                      "one-page picture (SVG, PNG)", (
+    "export": Command("monitord.store.export", "a session's readings, alarms, notes, plan and controlled-drug "
+                      "record (CSV, JSON) or its one-page picture (SVG, PNG)", (
                           "monitord export -c /etc/monitord/monitord.toml",
                           "monitord export -c /etc/monitord/monitord.toml --session 12 -o session-12.csv",
                           "monitord export -c /etc/monitord/monitord.toml --session 12 -o session-12.png")),

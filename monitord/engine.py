@@ -22,7 +22,7 @@ from monitord import interlock as interlocks
 from monitord import readings as r
 from monitord.alarms import AlarmManager
 from monitord.clock import Clock
-from monitord.config import Config, ConfigError, Priority
+from monitord.config import Config, ConfigError, CourseConfig, Priority
 from monitord.discharge import readiness, record_balance
 from monitord.dose import bolus_mg_kg
 from monitord.errors import ConfirmationRequired, Refused
@@ -30,7 +30,7 @@ from monitord.events import Event, EventKind
 from monitord.rules import Finding, build_rules
 from monitord.rules.vitals import max_age, present_conditions
 from monitord.schedule import next_due
-from monitord.state import BedState, SessionStatus
+from monitord.state import BedState, Order, SessionStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,34 @@ CommandSubscriber = Callable[[str], None]  # a pump command ("stop" | "pause") t
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def plan_progress(order: Order | None, delivered_mg: float, elapsed_s: float | None, rate_ml_h: float | None,
+                  course: CourseConfig) -> dict[str, Any]:
+    """Delivered against the plan, the total projected at the planned end, and whether the
+    course will reach the guideline's minimum for a first treatment (total and duration).
+
+    ``elapsed_s``: since the start (None: not started, the plan as ordered); ``rate_ml_h``: the
+    rate the pump infuses at now (0 or None: not infusing). The snapshot and ``monitord export``."""
+    delivered = round(delivered_mg, 1)
+    if order is None or order.planned_duration_min is None:
+        return {"planned_duration_min": None, "planned_total_mg": None, "delivered_mg": delivered,
+                "projected_total_mg": None, "reaches_minimum": None}
+    planned_h = order.planned_duration_min / 60
+    planned_total = order.rate_ml_h * order.concentration_mg_ml * planned_h + order.bolus_mg
+    if elapsed_s is None:
+        projected = planned_total
+    else:
+        remaining_h = max(0.0, order.planned_duration_min * 60 - elapsed_s) / 3600
+        projected = delivered_mg + (rate_ml_h or 0.0) * order.concentration_mg_ml * remaining_h
+    return {
+        "planned_duration_min": order.planned_duration_min,
+        "planned_total_mg": round(planned_total, 1),
+        "delivered_mg": delivered,
+        "projected_total_mg": round(projected, 1),
+        # Lines 1284-1290: at least min_total_mg over more than min_duration_h.
+        "reaches_minimum": projected >= course.min_total_mg and planned_h > course.min_duration_h,
+    }
 
 
 class Engine:
@@ -356,30 +384,10 @@ class Engine:
         }
 
     def _plan(self, now: float) -> dict[str, Any]:
-        """Delivered against the plan, the total projected at the planned end, and whether the
-        course will reach the guideline's minimum for a first treatment (total and duration)."""
-        st, order, c = self.state, self.state.order, self.config.course
-        delivered = round(st.cumulative_mg, 1)
-        if order is None or order.planned_duration_min is None:
-            return {"planned_duration_min": None, "planned_total_mg": None, "delivered_mg": delivered,
-                    "projected_total_mg": None, "reaches_minimum": None}
-        planned_h = order.planned_duration_min / 60
-        planned_total = order.rate_ml_h * order.concentration_mg_ml * planned_h + order.bolus_mg
-        elapsed_s = 0.0 if st.start_mono is None else now - st.start_mono
-        remaining_h = max(0.0, order.planned_duration_min * 60 - elapsed_s) / 3600
-        if st.start_mono is None:  # not started: the plan as ordered
-            projected = planned_total
-        else:
-            rate = st.infusion_rate_ml_h if st.pump_infusing() else 0.0
-            projected = st.cumulative_mg + (rate or 0.0) * order.concentration_mg_ml * remaining_h
-        return {
-            "planned_duration_min": order.planned_duration_min,
-            "planned_total_mg": round(planned_total, 1),
-            "delivered_mg": delivered,
-            "projected_total_mg": round(projected, 1),
-            # Lines 1284-1290: at least min_total_mg over more than min_duration_h.
-            "reaches_minimum": projected >= c.min_total_mg and planned_h > c.min_duration_h,
-        }
+        st = self.state
+        rate = st.infusion_rate_ml_h if st.pump_infusing() else 0.0
+        elapsed_s = None if st.start_mono is None else now - st.start_mono
+        return plan_progress(st.order, st.cumulative_mg, elapsed_s, rate, self.config.course)
 
     def _observation(self, now: float) -> dict[str, Any] | None:
         due = next_due(self.state, self.config)
