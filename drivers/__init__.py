@@ -16,9 +16,14 @@ def build_drivers(devices: DevicesConfig, emit: Emit) -> list[Driver]:
             from monitord.drivers.pump_ne500 import build as build_pump
         out.append(build_pump(devices.pump, emit))
     if devices.monitor is not None:
-        from monitord.drivers.monitor_datex import build as build_monitor
+        if devices.monitor.driver == "intellivue":
+            from monitord.drivers.monitor_intellivue import build as build_intellivue
 
-        out.append(build_monitor(devices.monitor, emit))
+            out.append(build_intellivue(devices.monitor, emit))
+        else:
+            from monitord.drivers.monitor_datex import build as build_monitor
+
+            out.append(build_monitor(devices.monitor, emit))
     if devices.oximeter is not None:
         from monitord.drivers.oximeter_masimo import build as build_oximeter
 

@@ -10,8 +10,8 @@ On the serial line every Data Export message travels in one frame::
 
 Between BOF and EOF the bytes 0xC0, 0xC1 and 0x7D are sent as 0x7D followed by the byte XOR
 0x20; the FCS is computed over the bytes before escaping. Sources: docs/devices.md, "Philips
-IntelliVue: framing". The messages inside (association, MDS create event, extended polls) are not
-implemented here.
+IntelliVue". The messages inside (association, MDS create event, extended polls) are
+``drivers.intellivue``.
 
 ``FrameDecoder`` cuts a byte stream into frames or counted ``FrameError``; it never raises.
 """

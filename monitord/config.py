@@ -362,7 +362,7 @@ class PumpDevice(Strict):
 
 class MonitorDevice(Strict):
     name: Annotated[str, Field(min_length=1, max_length=64)] = "monitor"
-    driver: Literal["datex"]
+    driver: Literal["datex", "intellivue"]
     serial: SerialPort
     poll_interval_s: PollInterval = 5.0
     timeout_s: DeviceTimeout = 15.0
@@ -370,6 +370,17 @@ class MonitorDevice(Strict):
     capnograph: Literal["auto"] | Bool = "auto"
     # The vitals this bed takes from the monitor; unset: every vital it sends.
     provides: Annotated[list[Vital], Field(min_length=1, max_length=len(Vital))] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _intellivue_baudrate(cls, data: Any) -> Any:
+        # The IntelliVue MIB/RS232 port runs at 115200 baud (docs/devices.md, "Philips IntelliVue");
+        # the serial default (19200) is the Datex interface's.
+        if isinstance(data, dict) and data.get("driver") == "intellivue":
+            port = data.get("serial")
+            if isinstance(port, dict) and "baudrate" not in port:
+                return {**data, "serial": {**port, "baudrate": 115200}}
+        return data
 
 
 class OximeterSerial(SerialPort):

@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pump-port", default="pty", help="pty | tcp[:PORT] | a serial device such as /dev/ttyUSB0")
     p.add_argument("--ne500-safe", action="store_true",
                    help="NE-500 safe mode (framing with CRC-16); the daemon needs ne500_safe_mode = true")
+    p.add_argument("--monitor", choices=["datex", "intellivue"], default="datex",
+                   help="monitor protocol: datex (S/5 Computer Interface) or intellivue (Data Export, MIB/RS-232)")
     p.add_argument("--monitor-port", default="pty", help="pty | tcp[:PORT] | a serial device | none")
     p.add_argument("--speed", type=float, default=1.0,
                    help="scenario seconds per real second (default 1; see docs/devices.md before going above 1)")
@@ -90,9 +92,12 @@ async def run_sim(args: argparse.Namespace) -> int:
     pump = None if args.pump == "none" else args.pump
     monitor_port = None if args.monitor_port == "none" else args.monitor_port
     try:
-        runner = ScenarioRunner(scenario, pump=pump, pump_port=args.pump_port if pump else None,
-                                monitor_port=monitor_port, speed=args.speed, steps=steps, workdir=args.workdir,
-                                ne500_safe_mode=args.ne500_safe)
+        runner_class = ScenarioRunner
+        if getattr(args, "monitor", "datex") == "intellivue":
+            from monitord.simulators.intellivue_sim import IntelliVueScenarioRunner as runner_class
+        runner = runner_class(scenario, pump=pump, pump_port=args.pump_port if pump else None,
+                              monitor_port=monitor_port, speed=args.speed, steps=steps, workdir=args.workdir,
+                              ne500_safe_mode=args.ne500_safe)
     except (ScenarioError, ValueError) as exc:
         print(f"monitord sim: {exc}", file=sys.stderr)
         return 2
