@@ -72,7 +72,7 @@ def take(engine: Engine) -> dict[str, Any]:
         "bolus_episode": None if st.bolus_episode is None else {
             "age_s": age(st.bolus_episode.mono), "mg": st.bolus_episode.mg},
         "vitals": {v.value: {"value": x.value, "age_s": age(x.mono), "quality": x.quality.value,
-                             "measured_at": _iso(x.measured_at)} for v, x in st.vitals.items()},
+                             "measured_at": _iso(x.measured_at), "source": x.source} for v, x in st.vitals.items()},
         "nibp_age_s": age(st.nibp_mono),
         "onsets": {k: age(t) for k, t in st.onsets.items()},
         "capnograph_seen": st.capnograph_seen,
@@ -161,8 +161,9 @@ def restore(engine: Engine, cp: dict[str, Any], downtime_s: float = 0.0) -> None
     if cp.get("bolus_episode"):
         st.bolus_episode = Bolus(mono(cp["bolus_episode"]["age_s"]) or now, float(cp["bolus_episode"]["mg"]), "pump")
     for name, v in (cp.get("vitals") or {}).items():
+        # With its source: until that device speaks again (or its timeout passes) no other takes over.
         st.vitals[r.Vital(name)] = VitalValue(v["value"], mono(v["age_s"]) or now, r.Quality(v["quality"]),
-                                              _parse_iso(v.get("measured_at")))
+                                              _parse_iso(v.get("measured_at")), str(v.get("source") or ""))
     st.nibp_mono = mono(cp.get("nibp_age_s"))
     st.onsets = {k: t for k, a in (cp.get("onsets") or {}).items() if (t := mono(a)) is not None}
     st.capnograph_seen = bool(cp.get("capnograph_seen"))

@@ -425,6 +425,9 @@ class DevicesConfig(Strict):
     # A preferred device back from a loss (link or silence) takes its vitals back only after it has
     # delivered this long, so a loose connector does not switch the source on every frame (site default).
     source_hold_s: Annotated[Float, Field(ge=0, le=60)] = 5.0
+    # Where no ECG heart rate is usable (leads off, monitor lost, no device gives one), HR is taken
+    # from the pulse rate in use (SpO2 pleth: oximeter or monitor), shown as "<device>:pulse".
+    hr_from_pulse: Bool = True
 
     def for_role(self, role: DeviceRole) -> PumpDevice | MonitorDevice | OximeterDevice | None:
         """The configured device of ``role``."""

@@ -31,7 +31,8 @@ from monitord.events import Event, EventKind
 ACTOR = "rn-sim"
 CONTINUOUS = (r.Vital.HR, r.Vital.PULSE, r.Vital.SPO2, r.Vital.RR, r.Vital.ETCO2, r.Vital.TEMP)
 DEFAULT_START = {"hr": 72, "pulse": 72, "spo2": 98, "rr": 14, "etco2": 38, "temp": 36.8, "sbp": 122, "dbp": 76, "map": 91}
-DEVICE_STEPS = {"set", "ramp", "artefact", "bad_value", "pump", "pump_alarm", "monitor_alarm", "fault", "cuff"}
+DEVICE_STEPS = {"set", "ramp", "artefact", "bad_value", "pump", "pump_alarm", "monitor_alarm", "oximeter_alarm", "fault",
+                "cuff"}
 # Steps the runner itself carries out: ``restart`` checkpoints the engine, drops it and restores
 # a new one from the checkpoint after ``downtime`` seconds with no device data (a daemon restart).
 RUNNER_STEPS = {"restart"}
@@ -39,6 +40,11 @@ DEVICE_CONFIG = {
     "pump": {"driver": "modbus", "serial": {"port": "sim"}},
     "monitor": {"driver": "datex", "serial": {"port": "sim"}},
 }
+# Added where the scenario has an ``[oximeter]`` table (a standalone pulse oximeter at the bed).
+OXIMETER_CONFIG = {"driver": "masimo", "serial": {"port": "sim"}}
+OXIMETER_VITALS = (r.Vital.SPO2, r.Vital.PULSE)
+# Oximeter alarms that blank its values (dashes, marked invalid), as on the wire.
+OXIMETER_BLANKING = frozenset({r.DeviceAlarmCode.PROBE_OFF, r.DeviceAlarmCode.SENSOR_OFF})
 
 
 class ScenarioError(ValueError):
@@ -61,6 +67,7 @@ class Expectation:
     before_s: float | None = None
     count: int | None = None  # None: at least once; 0: never
     priority: list[str] | None = None
+    message: str | None = None  # a pattern (* and ?) the alarm's message must match
 
     def describe(self) -> str:
         win = ""
@@ -68,7 +75,38 @@ class Expectation:
             win = f" between {self.after_s or 0:g} s and {self.before_s if self.before_s is not None else 'end'} s"
         n = "at least once" if self.count is None else f"exactly {self.count} time(s)"
         pr = f" with priority in {self.priority}" if self.priority else ""
-        return f"{self.rule} {self.transition}{pr} {n}{win}"
+        msg = f" saying {self.message!r}" if self.message else ""
+        return f"{self.rule} {self.transition}{pr}{msg} {n}{win}"
+
+
+@dataclass
+class SourceExpectation:
+    """A ``vital_source`` system event: ``vital`` switched to ``source`` (from ``previous``; both
+    patterns with * and ?)."""
+
+    vital: str
+    source: str
+    previous: str | None = None
+    after_s: float | None = None
+    before_s: float | None = None
+    count: int | None = None  # None: at least once; 0: never
+
+    def describe(self) -> str:
+        win = ""
+        if self.after_s is not None or self.before_s is not None:
+            win = f" between {self.after_s or 0:g} s and {self.before_s if self.before_s is not None else 'end'} s"
+        n = "at least once" if self.count is None else f"exactly {self.count} time(s)"
+        was = f" from {self.previous}" if self.previous else ""
+        return f"{self.vital} switched to {self.source}{was} {n}{win}"
+
+
+@dataclass
+class OximeterPlan:
+    """A standalone pulse oximeter on the patient: it shows the course's SpO2 and pulse rate (its
+    own probe: ``offset`` added, its own noise), every ``period_s``."""
+
+    period_s: float = 1.0
+    offset: dict[r.Vital, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,7 +119,7 @@ class Ramp:
 
 @dataclass
 class Fault:
-    device: str  # "pump" | "monitor"
+    device: str  # "pump" | "monitor" | "oximeter"
     kind: str  # unplug | silent | garble | bad_checksum | partial | slow
     start_s: float
     duration_s: float
@@ -121,9 +159,14 @@ class Scenario:
     pump: PumpProgram
     steps: list[Step]
     expectations: list[Expectation]
+    oximeter: OximeterPlan | None = None
+    source_expectations: list[SourceExpectation] = field(default_factory=list)
 
     def config(self, site_file: str | Path | None = None) -> Config:
-        over = merge({"devices": DEVICE_CONFIG}, self.config_overrides)
+        devices: dict[str, Any] = dict(DEVICE_CONFIG)
+        if self.oximeter is not None:
+            devices["oximeter"] = OXIMETER_CONFIG
+        over = merge({"devices": devices}, self.config_overrides)
         return load_config(site_file, overrides=over)
 
 
@@ -172,10 +215,33 @@ def parse_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
                     before_s=_seconds(raw.pop("before"), origin) if "before" in raw else None,
                     count=raw.pop("count", None),
                     priority=raw.pop("priority", None),
+                    message=raw.pop("message", None),
                 )
             )
             if raw:
                 raise ScenarioError(f"{origin}: unknown expectation keys {sorted(raw)}")
+        source_expectations = []
+        for raw in data.get("expect_source", []):
+            raw = dict(raw)
+            source_expectations.append(SourceExpectation(
+                vital=r.Vital(raw.pop("vital")).value,
+                source=str(raw.pop("source")),
+                previous=raw.pop("previous", None),
+                after_s=_seconds(raw.pop("after"), origin) if "after" in raw else None,
+                before_s=_seconds(raw.pop("before"), origin) if "before" in raw else None,
+                count=raw.pop("count", None),
+            ))
+            if raw:
+                raise ScenarioError(f"{origin}: unknown expect_source keys {sorted(raw)}")
+        oximeter = None
+        if "oximeter" in data:
+            ox = dict(data["oximeter"])
+            oximeter = OximeterPlan(period_s=_seconds(ox.pop("period", 1), origin),
+                                    offset={r.Vital(k): float(v) for k, v in ox.pop("offset", {}).items()})
+            wrong = [v.value for v in oximeter.offset if v not in OXIMETER_VITALS]
+            if ox or wrong:
+                raise ScenarioError(f"{origin}: [oximeter] takes 'period' and 'offset' (spo2, pulse)"
+                                    + (f"; not {sorted(ox)}" if ox else "") + (f"; not offset {wrong}" if wrong else ""))
         return Scenario(
             name=data["name"],
             description=data.get("description", ""),
@@ -195,6 +261,8 @@ def parse_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
             ),
             steps=steps,
             expectations=expectations,
+            oximeter=oximeter,
+            source_expectations=source_expectations,
         )
     except KeyError as exc:
         raise ScenarioError(f"{origin}: missing key {exc.args[0]!r} (a scenario needs at least 'name' and "
@@ -235,9 +303,11 @@ class Course:
         self.bad_values: dict[r.Vital, float] = {}
         self.pump = PumpProgram(**vars(scenario.pump))
         self.monitor_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
+        self.oximeter_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
         self.faults: list[Fault] = []
         self.nibp_cycle_s = scenario.nibp_cycle_s
         self._rng = random.Random(scenario.seed)
+        self._ox_rng = random.Random(scenario.seed + 1)  # its own noise: the monitor's numbers stay as they were
 
     def advance(self, t: float) -> list[Step]:
         """Move to time ``t``; apply device steps due; return session/nurse steps due."""
@@ -301,6 +371,10 @@ class Course:
             self.monitor_alarms = (self.monitor_alarms | {r.DeviceAlarmCode(c) for c in a.get("set", [])}) - {
                 r.DeviceAlarmCode(c) for c in a.get("clear", [])
             }
+        elif step.action == "oximeter_alarm":
+            self.oximeter_alarms = (self.oximeter_alarms | {r.DeviceAlarmCode(c) for c in a.get("set", [])}) - {
+                r.DeviceAlarmCode(c) for c in a.get("clear", [])
+            }
         elif step.action == "cuff":
             # The NIBP cuff's cycle changes, or it stops measuring (taken off, tubing kinked).
             self.nibp_cycle_s = math.inf if a.get("stopped") else _seconds(a.get("cycle", self.nibp_cycle_s), "cuff")
@@ -346,6 +420,24 @@ class Course:
         if r.DeviceAlarmCode.SENSOR_OFF in self.monitor_alarms:
             out[r.Vital.SPO2] = None
             out[r.Vital.PULSE] = None
+        if r.DeviceAlarmCode.LEADS_OFF in self.monitor_alarms:
+            out[r.Vital.HR] = None  # the ECG heart rate is not measured with the leads off
+        return out
+
+    def oximeter_at(self, t: float | None = None) -> dict[r.Vital, float | None]:
+        """What the standalone oximeter shows now: the course's SpO2 and pulse rate with its
+        ``offset`` and its own noise; dashes (None) while its probe is off or its sensor unusable."""
+        t = self.t if t is None else t
+        plan = self.scenario.oximeter or OximeterPlan()
+        if self.oximeter_alarms & OXIMETER_BLANKING:
+            return dict.fromkeys(OXIMETER_VITALS)
+        out: dict[r.Vital, float | None] = {}
+        for vital in OXIMETER_VITALS:
+            v = self._value_now(vital, t) + plan.offset.get(vital, 0.0)
+            amp = self.scenario.noise.get(vital, 0.0)
+            if amp:
+                v += self._ox_rng.uniform(-amp, amp)
+            out[vital] = round(min(100.0, v) if vital is r.Vital.SPO2 else v)  # the oximeter shows whole numbers
         return out
 
     def nibp_due(self, last_t: float | None, t: float | None = None) -> bool:
@@ -436,12 +528,17 @@ def play(scenario: Scenario, config: Config | None = None) -> tuple[Engine, list
     engine.subscribe(events.append)
     course = Course(scenario)
     problems: list[str] = []
-    dt = min(scenario.monitor_period_s, scenario.pump_period_s)
+    ox_plan = scenario.oximeter if config.devices.oximeter is not None else None
+    dt = min(scenario.monitor_period_s, scenario.pump_period_s, *([ox_plan.period_s] if ox_plan else []))
     t = 0.0
     last_nibp: float | None = None
-    next_mon = next_pump = 0.0
+    next_mon = next_pump = next_ox = 0.0
     prev_pump_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
     prev_mon_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
+    prev_ox_alarms: frozenset[r.DeviceAlarmCode] | None = None  # the oximeter reports its set on its first line
+    mon = config.devices.monitor
+    mon_name = mon.name if mon is not None else "monitor"
+    mon_provides = set(mon.provides) if mon is not None and mon.provides else None  # e.g. a capnograph only
     down: tuple[dict[str, Any], float, float] | None = None  # checkpoint, down since, back at
     while t <= scenario.duration_s + 1e-9:
         if down is not None and t >= down[2] - 1e-9:
@@ -450,6 +547,7 @@ def play(scenario: Scenario, config: Config | None = None) -> tuple[Engine, list
             engine.restore(down[0], downtime_s=t - down[1])
             down = None
             prev_pump_alarms = prev_mon_alarms = frozenset()  # drivers report afresh on reconnect
+            prev_ox_alarms = None
         for step in course.advance(t):
             if step.action == "restart":
                 down = (engine.checkpoint(), t, t + _seconds(step.args.get("downtime", 5), "restart"))
@@ -478,10 +576,23 @@ def play(scenario: Scenario, config: Config | None = None) -> tuple[Engine, list
                     last_nibp = t
                     values.update(course.nibp_at())
                     nibp_time = wall
-                engine.submit(r.VitalsReading("monitor", values, device_time=wall, nibp_time=nibp_time), evaluate=False)
+                if mon_provides is not None:  # a device that measures only these sends only these
+                    values = {k: v for k, v in values.items() if k in mon_provides}
+                    nibp_time = nibp_time if mon_provides & r.NIBP_VITALS else None
+                engine.submit(r.VitalsReading(mon_name, values, device_time=wall, nibp_time=nibp_time), evaluate=False)
                 if course.monitor_alarms != prev_mon_alarms:
-                    engine.submit(r.DeviceAlarm("monitor", r.DeviceRole.MONITOR, course.monitor_alarms), evaluate=False)
+                    engine.submit(r.DeviceAlarm(mon_name, r.DeviceRole.MONITOR, course.monitor_alarms), evaluate=False)
                     prev_mon_alarms = course.monitor_alarms
+        if ox_plan is not None and config.devices.oximeter is not None and t >= next_ox - 1e-9:
+            next_ox += ox_plan.period_s
+            if course.fault("oximeter") is None:
+                ox_name = config.devices.oximeter.name
+                values = course.oximeter_at()
+                quality = r.Quality.INVALID if values[r.Vital.SPO2] is None else r.Quality.VALID
+                engine.submit(r.VitalsReading(ox_name, values, quality), evaluate=False)
+                if course.oximeter_alarms != prev_ox_alarms:
+                    engine.submit(r.DeviceAlarm(ox_name, r.DeviceRole.OXIMETER, course.oximeter_alarms), evaluate=False)
+                    prev_ox_alarms = course.oximeter_alarms
         if t >= next_pump - 1e-9:
             next_pump += scenario.pump_period_s
             if course.fault("pump") is None:
@@ -513,6 +624,8 @@ def check(scenario: Scenario, events: list[Event], start_mono: float = 1000.0) -
                 continue
             if exp.priority and e.data["priority"] not in exp.priority:
                 continue
+            if exp.message and not fnmatch.fnmatchcase(e.data["message"], exp.message):
+                continue
             at = e.mono - start_mono
             if exp.after_s is not None and at < exp.after_s:
                 continue
@@ -523,6 +636,15 @@ def check(scenario: Scenario, events: list[Event], start_mono: float = 1000.0) -
         if not ok:
             seen = ", ".join(f"{e.data['rule_id']} {e.data['transition']} @{e.mono - start_mono:g}s" for e in hits[:5])
             failures.append(f"expected {exp.describe()}; got {len(hits)}" + (f" ({seen})" if seen else ""))
+    switches = [e for e in events if e.kind is EventKind.SYSTEM and e.data.get("action") == "vital_source"]
+    for sx in scenario.source_expectations:
+        found = [e for e in switches if e.data["vital"] == sx.vital and fnmatch.fnmatchcase(e.data["source"], sx.source)
+                 and (sx.previous is None or fnmatch.fnmatchcase(e.data["previous"], sx.previous))
+                 and (sx.after_s is None or e.mono - start_mono >= sx.after_s)
+                 and (sx.before_s is None or e.mono - start_mono <= sx.before_s)]
+        if not (len(found) >= 1 if sx.count is None else len(found) == sx.count):
+            seen = ", ".join(f"{e.data['message']} @{e.mono - start_mono:g}s" for e in switches[:5])
+            failures.append(f"expected {sx.describe()}; got {len(found)}" + (f" (switches: {seen})" if seen else ""))
     return failures
 
 
@@ -576,7 +698,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="scenario files, directories of them, or names from the shipped library "
                         "(default: the whole library)")
     p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
-    p.add_argument("--events", action="store_true", help="print every alarm event")
+    p.add_argument("--events", action="store_true", help="print every alarm event and source switch")
     p.add_argument("--burden", action="store_true",
                    help="alarm burden on generated realistic 4-hour courses (normal and planted events)")
     p.add_argument("--seeds", type=int, default=8, help="with --burden: seeds per course kind (default 8)")
@@ -610,11 +732,14 @@ def main(args: argparse.Namespace) -> int:
         status = "PASS" if result.ok else "FAIL"
         print(f"{status} {f.name}: {result.scenario.name}")
         if args.events or not result.ok:
-            for e in result.alarm_events():
+            for e in result.events:
                 d = e.data
                 t = e.mono - 1000.0
-                print(f"    {math.floor(t / 60):4d}:{int(t % 60):02d} {d['transition']:<18} {d['priority']:<8} "
-                      f"{d['rule_id']:<28} {d['message']}")
+                stamp = f"    {math.floor(t / 60):4d}:{int(t % 60):02d}"
+                if e.kind is EventKind.ALARM:
+                    print(f"{stamp} {d['transition']:<18} {d['priority']:<8} {d['rule_id']:<28} {d['message']}")
+                elif e.kind is EventKind.SYSTEM and d.get("action") == "vital_source":
+                    print(f"{stamp} {'source':<18} {'':<8} {'vital_source.' + d['vital']:<28} {d['message']}")
         for msg in result.failures:
             print(f"    ! {msg}")
         failed += not result.ok

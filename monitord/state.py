@@ -144,8 +144,11 @@ class BedState:
     onsets: dict[str, float] = field(default_factory=dict)
     capnograph_seen: bool = False  # the monitor has sent a valid EtCO2 in this session
     device_back_mono: dict[str, float] = field(default_factory=dict)  # frames resumed after a silence
-    # Where several devices provide a vital (monitord.sources): each one's latest value of it.
+    # Each configured device's latest value of each vital it provides (monitord.sources).
     source_values: dict[str, dict[Vital, VitalValue]] = field(default_factory=dict)
+    # When each (device, vital) last began giving usable values again after a gap (the hold before
+    # a preferred source takes back a vital, e.g. ECG HR after leads off).
+    source_back_mono: dict[tuple[str, Vital], float] = field(default_factory=dict)
     baseline: dict[Vital, float] = field(default_factory=dict)
     sedation: Sedation | None = None
     last_assessment_mono: float | None = None

@@ -57,6 +57,7 @@ def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
             # an NIBP taken before this frame (first seen on connecting): as old as the measurement
             taken = (item.device_time - item.nibp_time).total_seconds()
             arrived -= taken if 0 < taken < MAX_LATE_S else 0.0
+        repeated = False
         if vital in r.NIBP_VITALS and value is not None:
             prev = st.vitals.get(vital)
             repeated = (prev is not None and prev.value is not None and item.nibp_time is not None
@@ -64,12 +65,13 @@ def vitals(engine: Engine, item: r.VitalsReading, now: float) -> None:
             if repeated:
                 # The same measurement shown again in a later frame: it ages from its first arrival.
                 arrived = prev.mono  # type: ignore[union-attr]
-            else:
-                new_nibp = True
-        if vital is r.Vital.ETCO2 and value is not None and item.quality is not r.Quality.INVALID \
+        # A vital this bed does not take from this device (its ``provides``) is recorded, not used.
+        used = sources.put(engine, item.device, vital, VitalValue(value, arrived, item.quality, measured), now)
+        if used and vital in r.NIBP_VITALS and value is not None and not repeated:
+            new_nibp = True
+        if used and vital is r.Vital.ETCO2 and value is not None and item.quality is not r.Quality.INVALID \
                 and value > cfg.vitals.etco2_line_check_mmhg:
             st.capnograph_seen = True
-        sources.put(engine, item.device, vital, VitalValue(value, arrived, item.quality, measured), now)
     if new_nibp:
         st.nibp_mono = now
     engine.emit(

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default=str(DEFAULT_SCENARIO), metavar="FILE|NAME",
                    help="scenario file, or a name from the shipped library (default: demo)")
     p.add_argument("--pump", choices=["modbus", "ne500"], default="modbus", help="pump protocol (default modbus)")
+    p.add_argument("--oximeter", action="store_true",
+                   help="add a standalone pulse oximeter (Masimo) following the course: SpO2 from it, the monitor's as fall-back")
     p.add_argument("--speed", type=float, default=1.0, help="scenario speed-up (default 1; see docs/devices.md)")
     p.add_argument("--no-dashboard", action="store_true", help="print alarm events and readings instead")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -74,6 +76,8 @@ def demo_config(scenario: Scenario, ports: dict[str, Any], workdir: Path, mqtt: 
     if ports.get("monitor"):
         devices["monitor"] = {"name": "monitor", "driver": "datex", "serial": {"port": ports["monitor"]},
                               "poll_interval_s": float(max(1, round(scenario.monitor_period_s)))}
+    if ports.get("oximeter"):
+        devices["oximeter"] = {"name": "oximeter", "driver": "masimo", "serial": {"port": ports["oximeter"]}}
     ours = {
         "bed": {"id": "demo"},
         "devices": devices,
@@ -238,6 +242,8 @@ def event_line(event: dict[str, Any]) -> str | None:
         return f"REFUSED {d.get('action')}: {d.get('reason')}"
     if kind == "observation":
         return f"OBSERVATION {json.dumps(d, separators=(',', ':'))[:120]}"
+    if kind == "system" and d.get("action") == "vital_source":
+        return f"SOURCE {d.get('message')}"
     return None
 
 
@@ -360,6 +366,14 @@ class Demo:
             out("monitord demo: the simulator did not start; its log:\n" + sim.tail())
             return 1
         ports = json.loads(ports_file.read_text())
+        if getattr(args, "oximeter", False):
+            ox_port = self.workdir / "oximeter"
+            ox = self._spawn("oximeter", [sys.executable, "-m", "monitord.simulators.oximeter_sim", "--pty", str(ox_port),
+                                          "--scenario", str(scenario_file), "--speed", f"{args.speed:g}"], "oximeter.log")
+            if not _wait(ox_port.exists, ox, START_TIMEOUT_S):
+                out("monitord demo: the oximeter simulator did not start; its log:\n" + ox.tail())
+                return 1
+            ports["oximeter"] = str(ox_port)
         mqtt = not args.no_mqtt and mqtt_reachable()
         config_file = self.workdir / "monitord.toml"
         config_file.write_text(toml_dumps(demo_config(scenario, ports, self.workdir, mqtt)))
@@ -369,7 +383,8 @@ class Demo:
             out(f"monitord demo: the demo configuration is not valid: {exc}")
             return 1
         out(f"monitord demo: {scenario.name}")
-        out(f"  monitor {ports.get('monitor')}   pump ({ports.get('pump_protocol')}) {ports.get('pump')}")
+        out(f"  monitor {ports.get('monitor')}   pump ({ports.get('pump_protocol')}) {ports.get('pump')}"
+            + (f"   oximeter {ports['oximeter']}" if ports.get("oximeter") else ""))
         off = "off (--no-mqtt)" if args.no_mqtt else "off (no broker on 127.0.0.1:1883)"
         out(f"  MQTT {'to ' + ':'.join(map(str, MQTT_PROBE)) if mqtt else off}"
             f"   files in {self.workdir}")

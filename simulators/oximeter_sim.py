@@ -17,7 +17,8 @@ Faults (``inject(kind, duration_s)``, ``clear_faults()``):
 - ``garble``: random bytes in place of a few characters of each line, and noise between lines;
 - ``partial``: only the first half of each line is sent.
 
-Run standalone: ``python -m monitord.simulators.oximeter_sim --pty /tmp/oximeter`` (or ``--tcp 5030``).
+Run standalone: ``python -m monitord.simulators.oximeter_sim --pty /tmp/oximeter`` (or ``--tcp 5030``);
+``--scenario NAME`` follows a scenario file's course (``follow``), as ``monitord demo --oximeter`` does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from monitord.drivers import masimo as mx
 from monitord.readings import DeviceAlarmCode, Vital
@@ -171,6 +173,26 @@ class OximeterSimulator:
         await self.endpoint.unplug(duration_s)
 
 
+async def follow(sim: OximeterSimulator, course: Any, speed: float = 1.0, step_s: float = 0.1) -> None:
+    """Make ``sim`` show what a scenario's ``Course`` says, as scenario time passes at ``speed``:
+    its SpO2 and pulse rate (``course.oximeter_at``), ``oximeter_alarm`` steps (``probe_off``,
+    ``sensor_off``, ``low_battery``) and ``fault`` steps on the ``oximeter`` (each ``inject``-ed
+    once, for its duration at this speed)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    injected: set[int] = set()
+    while True:
+        t = (loop.time() - start) * speed
+        course.advance(t)
+        sim.show_alarms(course.oximeter_alarms)
+        for i, f in enumerate(course.faults):
+            if f.device == "oximeter" and i not in injected and f.active(t):
+                injected.add(i)
+                with contextlib.suppress(ValueError):  # a kind this simulator does not play
+                    sim.inject(f.kind, (f.start_s + f.duration_s - t) / speed)
+        await asyncio.sleep(step_s)
+
+
 async def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pty", help="symlink to create for the pty (the driver's port)")
@@ -178,10 +200,23 @@ async def _main() -> None:
     parser.add_argument("--model", choices=mx.MODELS, default="rad8")
     parser.add_argument("--spo2", type=float, default=97.0)
     parser.add_argument("--pulse", type=float, default=72.0)
+    parser.add_argument("--scenario", metavar="FILE|NAME",
+                        help="follow a scenario's SpO2, pulse rate, oximeter alarms and faults (instead of --spo2/--pulse)")
+    parser.add_argument("--speed", type=float, default=1.0, help="with --scenario: scenario seconds per real second")
     args = parser.parse_args()
     endpoint: Endpoint = await TcpEndpoint(port=args.tcp).start() if args.tcp \
         else PtyEndpoint(args.pty or "/tmp/monitord-oximeter")
     print(f"Masimo oximeter simulator on {endpoint.url}", flush=True)
+    if args.scenario:
+        from monitord.scenario import Course, find_scenario, load_scenario
+
+        scenario = load_scenario(find_scenario(args.scenario))
+        course = Course(scenario)
+        interval = scenario.oximeter.period_s if scenario.oximeter is not None else 1.0
+        sim = OximeterSimulator(lambda t: course.oximeter_at(), endpoint, model=args.model,
+                                interval_s=interval / args.speed if args.speed > 0 else interval)
+        await asyncio.gather(sim.run(), follow(sim, course, args.speed))
+        return
     values = {Vital.SPO2: args.spo2, Vital.PULSE: args.pulse}
     await OximeterSimulator(lambda t: values, endpoint, model=args.model).run()
 

@@ -3,9 +3,11 @@ overdue NIBP. Priorities for device-reported alarms come from config."""
 
 from __future__ import annotations
 
+from monitord import sources
 from monitord.config import Config, Priority
 from monitord.readings import DeviceAlarmCode, DeviceRole, LinkState, Vital
 from monitord.rules.base import Check, Finding, Kind, Rule, fmt
+from monitord.rules.vitals import required
 from monitord.state import BedState, SessionStatus
 
 IEC_TECH = "IEC 60601-1-8 technical alarm condition (quoted in alarm-defaults.md s2)"
@@ -20,21 +22,31 @@ def _device_names(state: BedState, role: DeviceRole) -> list[str]:
     return [name for name, r in state.device_roles.items() if r is role]
 
 
+def _without_source(state: BedState, cfg: Config, device: str, now: float) -> str:
+    """What a lost device takes with it: the required respiratory vitals (SpO2, EtCO2) it measures
+    that no other source gives now, said in the lost device's own alarm (one cause, one alarm)."""
+    gone = sources.unsourced(state, cfg, device, required(state, cfg), now)
+    return f"; {' and '.join(sources.LABELS[v] for v in gone)} missing: no other source" if gone else ""
+
+
 def _lost_check(role: DeviceRole) -> Check:
     def check(state: BedState, now: float, cfg: Config) -> Finding | None:
         timeout = _timeout(cfg, role)
-        if timeout is None or state.status is SessionStatus.EMPTY:
+        dev = cfg.devices.for_role(role)
+        if timeout is None or dev is None or state.status is SessionStatus.EMPTY:
             return None
         names = _device_names(state, role)
         for name in names:
             link = state.links.get(name)
             if link is not None and link.state is not LinkState.CONNECTED:
                 detail = f": {link.detail}" if link.detail else ""
-                return Finding(f"{role.value.capitalize()} {name} link {link.state.value}{detail}")
+                return Finding(f"{role.value.capitalize()} {name} link {link.state.value}{detail}"
+                               + _without_source(state, cfg, name, now))
         seen = [state.device_seen_mono[n] for n in names if n in state.device_seen_mono]
         last = max(seen) if seen else state.monitoring_started_mono
         if now - last > timeout:
-            return Finding(f"{role.value.capitalize()} silent for {fmt(now - last, 0)} s (timeout {fmt(timeout)} s)")
+            return Finding(f"{role.value.capitalize()} silent for {fmt(now - last, 0)} s (timeout {fmt(timeout)} s)"
+                           + _without_source(state, cfg, dev.name, now))
         return None
 
     return check
@@ -75,8 +87,8 @@ def pump_rate_range(state: BedState, now: float, cfg: Config) -> Finding | None:
 
 
 def nibp_overdue(state: BedState, now: float, cfg: Config) -> Finding | None:
-    if cfg.devices.monitor is None or state.status is SessionStatus.EMPTY or state.start_mono is None:
-        return None
+    if not sources.providers(cfg, Vital.SBP) or state.status is SessionStatus.EMPTY or state.start_mono is None:
+        return None  # no device at this bed measures blood pressure
     limit = cfg.vitals.nibp_cycle_s * cfg.vitals.nibp_overdue_factor
     last = state.nibp_mono if state.nibp_mono is not None else state.monitoring_started_mono
     if now - last > limit:

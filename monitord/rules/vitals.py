@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from monitord import readings as r
+from monitord import sources
 from monitord.config import Config, Priority, VitalLimit
 from monitord.readings import NIBP_VITALS, VITAL_UNITS, Vital
 from monitord.rules.base import Check, Finding, Kind, Rule, fmt
@@ -30,11 +31,7 @@ NO_BREATH = "no_breath"
 ETCO2_LINE = "etco2_line"
 
 
-def max_age(cfg: Config, vital: Vital) -> float:
-    """How old a value may be and still count: NIBP lives one cycle, the rest ``stale_after_s``."""
-    if vital in NIBP_VITALS:
-        return cfg.vitals.nibp_cycle_s * cfg.vitals.nibp_overdue_factor
-    return cfg.vitals.stale_after_s
+max_age = sources.max_age  # how old a value may be and still count (NIBP: one cycle)
 
 
 def _monitoring(state: BedState) -> bool:
@@ -95,13 +92,6 @@ def capnograph(state: BedState, cfg: Config) -> bool:
     return state.capnograph_seen if mon.capnograph == "auto" else bool(mon.capnograph)
 
 
-def monitor_delivering(state: BedState, now: float, cfg: Config) -> bool:
-    """Frames still arrive from the monitor (so a missing value is a probe, not the device)."""
-    seen = [t for name, t in state.device_seen_mono.items() if state.device_roles.get(name) is r.DeviceRole.MONITOR]
-    timeout = cfg.devices.monitor.timeout_s if cfg.devices.monitor else 0.0
-    return bool(seen) and now - max(seen) <= timeout
-
-
 def _monitor_flag(state: BedState, code: r.DeviceAlarmCode) -> bool:
     return any(code in state.device_alarms.get(n, frozenset())
                for n, role in state.device_roles.items() if role is r.DeviceRole.MONITOR)
@@ -124,7 +114,8 @@ def present_conditions(state: BedState, now: float, cfg: Config) -> Iterator[str
     rr = state.fresh(Vital.RR, now, cfg.vitals.stale_after_s)
     if rr is not None and rr <= 0:
         yield NO_BREATH
-    elif capnograph(state, cfg) and monitor_delivering(state, now, cfg) and not breathing_counted(state, now, cfg) \
+    elif capnograph(state, cfg) and sources.delivering(state, cfg, Vital.ETCO2, now) \
+            and not breathing_counted(state, now, cfg) \
             and not _monitor_flag(state, r.DeviceAlarmCode.IMPLAUSIBLE):  # EtCO2 withheld, not flat
         et = state.vitals.get(Vital.ETCO2)
         flat = et is None or et.value is None or et.quality is r.Quality.INVALID or et.value <= cfg.vitals.apnoea_etco2_mmhg
@@ -183,16 +174,28 @@ def limit_met(lim: VitalLimit, state: BedState, now: float) -> bool:
     return lasted(state, lim.id, now, lim.delay_s)
 
 
-def source_missing(state: BedState, now: float, cfg: Config) -> list[Vital]:
-    """Respiratory sources (SpO2; EtCO2 where a capnograph is present) with no valid value for
-    their configured time, measured from when the monitor last resumed sending."""
-    if not _monitoring(state) or cfg.devices.monitor is None:
-        return []
-    back = [t for n, t in state.device_back_mono.items() if state.device_roles.get(n) is r.DeviceRole.MONITOR]
+def required(state: BedState, cfg: Config) -> list[Vital]:
+    """The respiratory vitals that must not go missing (``source_missing_s``) that this bed
+    measures: SpO2 where a device provides it; EtCO2 where a capnograph is present."""
     out = []
-    for vital, limit_s in cfg.vitals.source_missing_s.items():
+    for vital in cfg.vitals.source_missing_s:
+        if not sources.providers(cfg, vital):
+            continue  # no device at this bed measures it
         if vital is Vital.ETCO2 and (not capnograph(state, cfg) or _monitor_flag(state, r.DeviceAlarmCode.IMPLAUSIBLE)):
             continue  # no capnograph; or withheld as implausible, which tech.monitor.implausible says
+        out.append(vital)
+    return out
+
+
+def source_missing(state: BedState, now: float, cfg: Config) -> list[Vital]:
+    """Required respiratory vitals (``required``) with no valid value for their configured time,
+    whichever device they come from, measured from when one of their devices last resumed sending."""
+    if not _monitoring(state):
+        return []
+    out = []
+    for vital in required(state, cfg):
+        limit_s = cfg.vitals.source_missing_s[vital]
+        back = [t for d in sources.providers(cfg, vital) if (t := state.device_back_mono.get(d)) is not None]
         v = state.vitals.get(vital)
         last = v.mono if v is not None and v.value is not None and v.quality is not r.Quality.INVALID else 0.0
         since = max([last, state.monitoring_started_mono, *back])
@@ -231,12 +234,14 @@ def apnoea(state: BedState, now: float, cfg: Config) -> Finding | None:
 
 
 def _missing_check(vital: Vital) -> Check:
-    """Missing while the monitor itself still talks: a probe off or a module out. A silent
-    monitor is ``tech.monitor_lost`` instead, not one alarm per parameter. For EtCO2 a value
-    implausibly low while breaths are counted is the same cause (the sampling line)."""
+    """Missing while a device that measures it still talks: a probe off or a module out. Where
+    every device that measures it is lost or silent, the lost device's own alarm
+    (``tech.<role>_lost``) names the vital, not one alarm per parameter; the respiratory warning
+    counts either way. For EtCO2 a value implausibly low while breaths are counted is the same
+    cause (the sampling line)."""
 
     def check(state: BedState, now: float, cfg: Config) -> Finding | None:
-        if not monitor_delivering(state, now, cfg):
+        if not sources.delivering(state, cfg, vital, now):
             return None
         limit_s = cfg.vitals.source_missing_s[vital]
         if vital in source_missing(state, now, cfg):

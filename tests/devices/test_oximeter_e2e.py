@@ -149,3 +149,40 @@ async def test_an_unusable_sensor_and_a_low_battery_reach_the_host_as_device_ala
                      "sensor off and low battery")
     assert rig.alarms()[-1].detail == "defective sensor; oximeter battery low"
     assert rig.vitals()[-1].quality is Quality.INVALID
+
+
+async def test_a_scenario_drives_the_oximeter_on_the_wire(tmp_path: Path) -> None:
+    """``follow``: the simulated oximeter shows a scenario's course, its probe off and its faults."""
+    from monitord.scenario import Course, parse_scenario
+    from monitord.simulators.oximeter_sim import follow
+
+    scenario = parse_scenario({
+        "name": "oximeter on the wire", "duration": 60, "oximeter": {"offset": {"spo2": 1}},
+        "monitor": {"start": {"spo2": 95, "pulse": 66}},
+        "step": [{"at": 2, "oximeter_alarm": {"set": ["probe_off"]}},
+                 {"at": 4, "oximeter_alarm": {"clear": ["probe_off"]}},
+                 {"at": 6, "fault": {"device": "oximeter", "kind": "unplug", "duration": 3}}],
+    })
+    course = Course(scenario)
+    endpoint = PtyEndpoint(tmp_path / "oximeter")
+    sim = OximeterSimulator(lambda t: course.oximeter_at(), endpoint, interval_s=0.1)
+    got: list[DeviceInput] = []
+    cfg = OximeterDevice(driver="masimo", serial={"port": endpoint.url}, poll_interval_s=0.1, timeout_s=1.0)
+    driver = build(cfg, got.append)
+    driver.backoff_initial_s = driver.backoff_max_s = 0.1
+    rig = Rig(sim, driver, got)
+    tasks = [asyncio.create_task(sim.run()), asyncio.create_task(driver.run()),
+             asyncio.create_task(follow(sim, course, speed=4.0, step_s=0.02))]
+    try:
+        await wait_until(lambda: rig.valid_spo2()[-1:] == [96.0], "the course's SpO2 plus the offset")
+        assert rig.vitals()[-1].values[Vital.PULSE] == 66.0
+        await wait_until(lambda: any(DeviceAlarmCode.PROBE_OFF in a.active for a in rig.alarms()), "probe off")
+        await wait_until(lambda: LinkState.RECONNECTING in rig.links(), "the oximeter unplugged")
+        await wait_until(lambda: rig.links()[-1] is LinkState.CONNECTED and rig.valid_spo2()[-1:] == [96.0],
+                         "back with values")
+    finally:
+        driver.stop()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        endpoint.close()
