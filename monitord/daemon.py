@@ -18,6 +18,7 @@ import logging
 import signal
 from typing import Any
 
+from monitord import memory
 from monitord.clock import Clock, SystemClock
 from monitord.config import Config
 from monitord.engine import Engine
@@ -52,6 +53,7 @@ def log_alarm(event: Event) -> None:
 async def run_daemon(config: Config, clock: Clock | None = None, stop: asyncio.Event | None = None) -> None:
     """Run one bed until SIGTERM/SIGINT or ``stop``. Raises ``StartupError`` (exit code 2) when
     the state directory is held by another daemon or the local database cannot be opened."""
+    memory.limit_arenas()  # before the store writer and MQTT threads start
     lock = StateDirLock(config.store.state_dir)
     lock.acquire()
     try:
@@ -164,6 +166,7 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
         engine.record_system("started", devices=[d.name for d in drivers])
         watchdog.ready()
         log.info("monitoring bed %s (%s)", config.bed.id, config.bed.care_area.value)
+        memory.settle()
         await stop.wait()
     finally:
         watchdog.stopping()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from monitord.store.models import Base
+from monitord.store.models import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -14,7 +14,7 @@ if connection is None:
 # render_as_batch: SQLite cannot ALTER most constraints; batch mode recreates the table instead.
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     render_as_batch=True,
     compare_type=True,
 )

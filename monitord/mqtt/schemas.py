@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 KINDS = ("status", "state", "alarms", "alarm-event", "interlock-event", "observation-event", "vitals", "infusion",
          "cmd-ack", "receipt")
@@ -15,6 +16,10 @@ KINDS = ("status", "state", "alarms", "alarm-event", "interlock-event", "observa
 
 @cache
 def validator(kind: str) -> Draft202012Validator:
+    # Imported on first use: jsonschema and its dependencies are ~6 MB the daemon needs only
+    # when a central station sends something.
+    from jsonschema import Draft202012Validator, FormatChecker
+
     text = resources.files("monitord").joinpath("schemas", f"mqtt-{kind}.json").read_text(encoding="utf-8")
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)

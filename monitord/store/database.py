@@ -13,16 +13,16 @@ import os
 import re
 import sqlite3
 import sys
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DatabaseError
 
 from monitord.config import Config
-from monitord.store.models import StoreMeta
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -110,10 +110,18 @@ def writing(engine: Engine, synced: bool = True) -> Any:
     ``synced=False`` (SQLite): the commit returns once its WAL frames are written, before they
     are fsynced (``synchronous=NORMAL`` for this transaction: it survives a crash of the process,
     not yet a power loss); the caller then makes it durable with ``sync_wal``."""
-    options: dict[str, Any] = {IMMEDIATE: True}
-    if not synced:
-        options[SYNC_LATER] = True
-    return engine.execution_options(**options).begin()
+    per_engine = _WRITING.get(engine)
+    if per_engine is None:
+        # Built once per engine: ``execution_options`` makes a new engine object on every call,
+        # which cost more than an alarm batch's whole commit.
+        per_engine = _WRITING[engine] = {
+            True: engine.execution_options(**{IMMEDIATE: True}),
+            False: engine.execution_options(**{IMMEDIATE: True, SYNC_LATER: True}),
+        }
+    return per_engine[synced].begin()
+
+
+_WRITING: weakref.WeakKeyDictionary[Engine, dict[bool, Engine]] = weakref.WeakKeyDictionary()
 
 
 def sync_wal(path: Path) -> None:
@@ -201,7 +209,8 @@ def prepare_sqlite(path: Path, repair: bool = True) -> tuple[str, str] | None:
 
 def database_id(conn: Connection) -> str | None:
     """The identity created with the database (``store_meta``); None if it has none."""
-    value = conn.execute(select(StoreMeta.value).where(StoreMeta.name == "database_id")).scalar()
+    # Plain SQL: checked before every commit, where building the statement would cost more than running it.
+    value = conn.exec_driver_sql("SELECT value FROM store_meta WHERE name = 'database_id'").scalar()
     return None if value is None else str(value)
 
 

@@ -19,7 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, func, insert, literal, or_, select, union_all, update
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 
 from monitord.events import Event, EventKind
 from monitord.readings import Vital
@@ -34,13 +46,13 @@ ELLIPSIS = "\u2026"
 RECORD_TEXT_MAX = 4000
 
 
-def _limits(model: type[m.Base]) -> tuple[tuple[str, int], ...]:
-    return tuple((c.name, c.type.length) for c in model.__table__.columns
+def _limits(model: Table) -> tuple[tuple[str, int], ...]:
+    return tuple((c.name, c.type.length) for c in model.columns
                  if isinstance(c.type, String) and c.type.length)
 
 
 # Every bounded text column of every table: (column, length).
-LIMITS: dict[type[m.Base], tuple[tuple[str, int], ...]] = {
+LIMITS: dict[Table, tuple[tuple[str, int], ...]] = {
     model: _limits(model) for model in (m.StoredEvent, m.Patient, m.Session, m.Reading, m.AlarmEvent, m.Observation,
                                         m.ChecklistAnswer, m.OverrideRecord, m.AuditEntry, m.Checkpoint, m.Cursor,
                                         m.Trend, m.StoreMeta)
@@ -53,11 +65,11 @@ def bound_text(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + ELLIPSIS
 
 
-def column_limit(model: type[m.Base], column: str) -> int:
+def column_limit(model: Table, column: str) -> int:
     return dict(LIMITS[model])[column]
 
 
-def bound(model: type[m.Base], row: dict[str, Any]) -> dict[str, Any]:
+def bound(model: Table, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with every text that has a column length cut to it (in place; returned)."""
     for name, limit in LIMITS[model]:
         v = row.get(name)
@@ -105,13 +117,13 @@ class Derived:
     @classmethod
     def load(cls, conn: Connection, bed_id: str, trend_interval_s: float) -> Derived:
         newest = conn.execute(
-            select(m.Reading.time).where(m.Reading.bed_id == bed_id).order_by(m.Reading.time.desc()).limit(1)
+            select(m.Reading.c.time).where(m.Reading.c.bed_id == bed_id).order_by(m.Reading.c.time.desc()).limit(1)
         ).scalar()
         bucket = bucket_start(newest, trend_interval_s) if newest is not None else None
         row = conn.execute(
-            select(m.Session.id, m.Session.started_at, m.Session.stopped_at)
-            .where(m.Session.bed_id == bed_id, m.Session.discharged_at.is_(None))
-            .order_by(m.Session.id.desc())
+            select(m.Session.c.id, m.Session.c.started_at, m.Session.c.stopped_at)
+            .where(m.Session.c.bed_id == bed_id, m.Session.c.discharged_at.is_(None))
+            .order_by(m.Session.c.id.desc())
             .limit(1)
         ).first()
         if row is None:
@@ -140,7 +152,7 @@ class BatchWriter:
         self._trend_stmt: Any = None
 
     def write(self, conn: Connection, events: list[Event], checkpoint: tuple[int, dict[str, Any]] | None) -> None:
-        rows: dict[type[m.Base], list[dict[str, Any]]] = defaultdict(list)
+        rows: dict[Table, list[dict[str, Any]]] = defaultdict(list)
         buckets: set[datetime] = set()
         last_cumulative: tuple[float, float] | None = None
         for ev in events:
@@ -209,7 +221,7 @@ class BatchWriter:
         self._flush(conn, rows)
         if last_cumulative is not None and self.derived.session_id is not None:
             conn.execute(
-                update(m.Session).where(m.Session.id == self.derived.session_id)
+                update(m.Session).where(m.Session.c.id == self.derived.session_id)
                 .values(cumulative_mg=last_cumulative[0], infusion_time_s=last_cumulative[1])
             )
         if buckets:
@@ -226,13 +238,13 @@ class BatchWriter:
             self._checkpoint(conn, *checkpoint)
 
     @staticmethod
-    def _flush(conn: Connection, rows: dict[type[m.Base], list[dict[str, Any]]]) -> None:
+    def _flush(conn: Connection, rows: dict[Table, list[dict[str, Any]]]) -> None:
         # Parents before children (sessions exist before rows that point at them).
         for model in (m.StoredEvent, m.Reading, m.AlarmEvent, m.Observation, m.ChecklistAnswer,
                       m.OverrideRecord, m.AuditEntry):
             batch = rows.pop(model, None)
             if batch:
-                conn.execute(insert(model), _uniform([bound(model, row) for row in batch]))
+                conn.execute(_insert_of(model), _uniform([bound(model, row) for row in batch]))
 
     def _session(self, conn: Connection, ev: Event) -> None:
         d, action, st = ev.data, ev.data.get("action"), self.derived
@@ -264,18 +276,18 @@ class BatchWriter:
             values = {"discharged_at": ev.time, "cumulative_mg": d.get("cumulative_mg", 0.0),
                       "infusion_time_s": d.get("infusion_time_s", 0.0)}
         if values:
-            conn.execute(update(m.Session).where(m.Session.id == st.session_id).values(**bound(m.Session, values)))
+            conn.execute(update(m.Session).where(m.Session.c.id == st.session_id).values(**bound(m.Session, values)))
         if action == "discharged":
             self.derived = Derived(closed_id=st.session_id, open_bucket=st.open_bucket)
 
     def _pain(self, conn: Connection, sid: int, score: int) -> None:
         st = self.derived
         if not st.started:
-            conn.execute(update(m.Session).where(m.Session.id == sid).values(pain_before=score))
+            conn.execute(update(m.Session).where(m.Session.c.id == sid).values(pain_before=score))
         elif st.stopped:
-            conn.execute(update(m.Session).where(m.Session.id == sid).values(pain_after=score))
+            conn.execute(update(m.Session).where(m.Session.c.id == sid).values(pain_after=score))
 
-    def _upsert(self, model: type[m.Base]) -> Any:
+    def _upsert(self, model: Table) -> Any:
         """The dialect's INSERT with ON CONFLICT (imported on use: SQLite never loads PostgreSQL's)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -288,7 +300,7 @@ class BatchWriter:
     def _insert_session(self, conn: Connection, values: dict[str, Any]) -> int:
         values = bound(m.Session, values)
         self._add_patient(conn, values["patient_id"], values["admitted_at"])
-        return int(conn.execute(insert(m.Session).returning(m.Session.id), values).scalar_one())
+        return int(conn.execute(insert(m.Session).returning(m.Session.c.id), values).scalar_one())
 
     def _add_patient(self, conn: Connection, patient_id: str, when: datetime) -> None:
         conn.execute(self._upsert(m.Patient).values(id=patient_id, first_seen=when).on_conflict_do_nothing())
@@ -341,7 +353,7 @@ class BatchWriter:
     def _trend_statement(self) -> Any:
         """INSERT INTO trends SELECT <one aggregate per series> ... ON CONFLICT DO UPDATE, built
         once with the bucket's bounds as parameters."""
-        r = m.Reading
+        r = m.Reading.c
         start, end = bindparam("t_start", type_=m.UTCDateTime()), bindparam("t_end", type_=m.UTCDateTime())
         parts = []
         for series in (*VITAL_COLUMNS, *PUMP_SERIES):
@@ -362,11 +374,28 @@ class BatchWriter:
 
     def _checkpoint(self, conn: Connection, seq: int, cp: dict[str, Any]) -> None:
         when = _parse_time(cp.get("time")) or datetime.now(UTC)
-        done = conn.execute(
-            update(m.Checkpoint).where(m.Checkpoint.bed_id == self.bed_id).values(seq=seq, time=when, data=cp)
-        )
-        if done.rowcount == 0:
-            conn.execute(insert(m.Checkpoint).values(bed_id=self.bed_id, seq=seq, time=when, data=cp))
+        params = {"b_bed_id": self.bed_id, "b_seq": seq, "b_time": when, "b_data": cp}
+        if conn.execute(_CHECKPOINT_UPDATE, params).rowcount == 0:
+            conn.execute(_CHECKPOINT_INSERT, params)
+
+
+_INSERTS: dict[Table, Any] = {}
+
+
+def _insert_of(model: Table) -> Any:
+    """``insert(model)``, built once per table (every batch runs a few of them)."""
+    stmt = _INSERTS.get(model)
+    if stmt is None:
+        stmt = _INSERTS[model] = insert(model)
+    return stmt
+
+
+# Built once: every commit that carries a checkpoint runs one of these (SQLAlchemy then only
+# looks the compiled form up in its cache).
+_CHECKPOINT_UPDATE = (update(m.Checkpoint).where(m.Checkpoint.c.bed_id == bindparam("b_bed_id"))
+                      .values(seq=bindparam("b_seq"), time=bindparam("b_time"), data=bindparam("b_data")))
+_CHECKPOINT_INSERT = insert(m.Checkpoint).values(bed_id=bindparam("b_bed_id"), seq=bindparam("b_seq"),
+                                                 time=bindparam("b_time"), data=bindparam("b_data"))
 
 
 def _num(v: Any) -> float | None:

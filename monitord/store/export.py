@@ -352,7 +352,7 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 def list_sessions(conn: Connection, out: IO[str]) -> None:
-    s = m.Session
+    s = m.Session.c
     rows = conn.execute(
         select(s.id, s.bed_id, s.patient_id, s.admitted_at, s.started_at, s.stopped_at, s.cumulative_mg).order_by(s.id)
     ).all()
@@ -364,13 +364,13 @@ def list_sessions(conn: Connection, out: IO[str]) -> None:
 
 def session_export(conn: Connection, session_id: int, config: Config,
                    progress: Progress | None = None) -> dict[str, Any] | None:
-    s = conn.execute(select(*m.Session.__table__.c).where(m.Session.id == session_id)).mappings().first()
+    s = conn.execute(select(*m.Session.c).where(m.Session.c.id == session_id)).mappings().first()
     if s is None:
         return None
     response_pct = config.course.response_reduction_pct
     progress = progress or Progress(sys.stderr, False)
     tables = (m.Reading, m.AlarmEvent, m.Observation, m.OverrideRecord, m.ChecklistAnswer)
-    total = sum(conn.execute(select(func.count()).select_from(t).where(t.session_id == session_id)).scalar() or 0
+    total = sum(conn.execute(select(func.count()).select_from(t).where(t.c.session_id == session_id)).scalar() or 0
                 for t in tables)
     progress.start(f"reading session {session_id}", total)
     session = dict(s)
@@ -428,9 +428,9 @@ class CourseRecords:
 
     @classmethod
     def read(cls, conn: Connection, s: Any) -> CourseRecords:
-        e, rd = m.StoredEvent, m.Reading
-        nxt = conn.execute(select(func.min(m.Session.admitted_seq)).where(
-            m.Session.bed_id == s["bed_id"], m.Session.admitted_seq > s["admitted_seq"])).scalar()
+        e, rd = m.StoredEvent.c, m.Reading.c
+        nxt = conn.execute(select(func.min(m.Session.c.admitted_seq)).where(
+            m.Session.c.bed_id == s["bed_id"], m.Session.c.admitted_seq > s["admitted_seq"])).scalar()
         span = [e.bed_id == s["bed_id"], e.seq >= s["admitted_seq"]] + ([e.seq < nxt] if nxt is not None else [])
         events: list[dict[str, Any]] = []
         q = select(e.seq, e.time, e.kind, e.data).where(*span, e.kind.in_(("session", "rejected"))).order_by(e.seq)
@@ -467,7 +467,7 @@ def _pump_infused(conn: Connection, s: Any, events: list[dict[str, Any]], pump: 
               and (mg := _number(ev["data"].get("cumulative_mg"))) is not None]
     if pump is not None and pump.cumulative_mg is not None:
         points.append((pump.seq, float(pump.cumulative_mg)))
-    o = m.Observation
+    o = m.Observation.c
     hand = select(func.coalesce(func.sum(o.dose_mg), 0.0)).where(o.session_id == s["id"], o.type == "manual_bolus")
     if points:
         upto, cumulative = max(points)
@@ -598,7 +598,7 @@ def _number(v: Any) -> float | None:
 
 def session_trends(conn: Connection, session_id: int) -> list[dict[str, Any]]:
     """The session's minute trends (they outlive the raw readings, kept ``raw_retention_h``)."""
-    t = m.Trend
+    t = m.Trend.c
     q = select(t.series, t.bucket, t.mean).where(t.session_id == session_id).order_by(t.bucket)
     return [dict(r) for r in conn.execute(q).mappings()]
 
@@ -608,8 +608,8 @@ def data_count(data: dict[str, Any]) -> int:
 
 
 def _rows(conn: Connection, model: Any, session_id: int, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    cols = [getattr(model, f) for f in fields]
-    q = select(*cols).where(model.session_id == session_id).order_by(model.seq, model.id)
+    cols = [model.c[f] for f in fields]
+    q = select(*cols).where(model.c.session_id == session_id).order_by(model.c.seq, model.c.id)
     for r in conn.execute(q).mappings():
         yield dict(r)
 

@@ -3,6 +3,9 @@ same transaction, typed for querying (sessions, readings, alarms, notes, audit, 
 
 Times are stored as naive UTC (``UTCDateTime``) so SQLite and PostgreSQL agree; they come back
 timezone-aware. Rows carry ``bed_id`` so several beds can share one PostgreSQL database.
+
+The tables are SQLAlchemy Core ``Table`` objects (columns as ``Session.c.id``): the store never
+maps rows to objects, and leaving the ORM out keeps about 10 MB off the daemon's memory.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -21,12 +25,12 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Alembic's batch mode on SQLite recreates tables; constraints need stable names to be altered.
 NAMING_CONVENTION = {
@@ -58,231 +62,213 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value is not None else None
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class StoredEvent(Base):
-    """Every event the engine emitted, as emitted: the record that MQTT forwards from."""
-
-    __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("bed_id", "seq", name="uq_events_bed_seq"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(16))
-    time: Mapped[datetime]
-    mono: Mapped[float] = mapped_column(Float)
-    clock_synced: Mapped[bool] = mapped_column(Boolean)
-    data: Mapped[dict[str, Any]]
+def _req(name: str, type_: Any, **kw: Any) -> Column[Any]:
+    """A NOT NULL column."""
+    return Column(name, type_, nullable=False, **kw)
 
 
-class Patient(Base):
-    """A pseudonymous patient id as entered at admission; no identifying data is stored."""
-
-    __tablename__ = "patients"
-
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    first_seen: Mapped[datetime]
+def _opt(name: str, type_: Any, *args: Any, **kw: Any) -> Column[Any]:
+    """A nullable column."""
+    return Column(name, type_, *args, nullable=True, **kw)
 
 
-class Session(Base):
-    """One admission of one patient to one bed; a treatment once the infusion started."""
-
-    __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_patient_started", "patient_id", "started_at"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64), index=True)
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"))
-    care_area: Mapped[str] = mapped_column(String(32))
-    weight_kg: Mapped[float] = mapped_column(Float)
-    age_years: Mapped[int] = mapped_column(Integer)
-    elderly: Mapped[bool] = mapped_column(Boolean)
-    comorbid: Mapped[bool] = mapped_column(Boolean)
-    admitted_seq: Mapped[int] = mapped_column(BigInteger)
-    admitted_at: Mapped[datetime]
-    drug: Mapped[str | None] = mapped_column(String(32))
-    concentration_mg_ml: Mapped[float | None] = mapped_column(Float)
-    rate_ml_h: Mapped[float | None] = mapped_column(Float)
-    bolus_mg: Mapped[float | None] = mapped_column(Float)
-    syringe_ml: Mapped[float | None] = mapped_column(Float)
-    baseline: Mapped[dict[str, Any] | None]
-    started_at: Mapped[datetime | None]
-    stopped_at: Mapped[datetime | None]
-    discharged_at: Mapped[datetime | None]
-    cumulative_mg: Mapped[float] = mapped_column(Float, default=0.0)
-    infusion_time_s: Mapped[float] = mapped_column(Float, default=0.0)
-    pain_before: Mapped[int | None] = mapped_column(Integer)  # last pain score before the start
-    pain_after: Mapped[int | None] = mapped_column(Integer)  # last pain score after the stop
+def _id() -> Column[Any]:
+    return Column("id", BigId, primary_key=True)
 
 
-class Reading(Base):
-    """One monitor frame (vitals columns) or one pump reading (pump columns)."""
+# Every event the engine emitted, as emitted: the record that MQTT forwards from.
+StoredEvent = Table(
+    "events", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _req("seq", BigInteger),
+    _req("kind", String(16)),
+    _req("time", UTCDateTime()),
+    _req("mono", Float),
+    _req("clock_synced", Boolean),
+    _req("data", JSON()),
+    UniqueConstraint("bed_id", "seq", name="uq_events_bed_seq"),
+)
 
-    __tablename__ = "readings"
-    __table_args__ = (Index("ix_readings_bed_time", "bed_id", "time"),)
+# A pseudonymous patient id as entered at admission; no identifying data is stored.
+Patient = Table(
+    "patients", metadata,
+    Column("id", String(128), primary_key=True),
+    _req("first_seen", UTCDateTime()),
+)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    source: Mapped[str] = mapped_column(String(8))  # "vitals" | "pump"
-    device: Mapped[str | None] = mapped_column(String(64))
-    quality: Mapped[str | None] = mapped_column(String(16))
-    hr: Mapped[float | None] = mapped_column(Float)
-    pulse: Mapped[float | None] = mapped_column(Float)
-    sbp: Mapped[float | None] = mapped_column(Float)
-    dbp: Mapped[float | None] = mapped_column(Float)
-    map: Mapped[float | None] = mapped_column(Float)
-    spo2: Mapped[float | None] = mapped_column(Float)
-    rr: Mapped[float | None] = mapped_column(Float)
-    etco2: Mapped[float | None] = mapped_column(Float)
-    temp: Mapped[float | None] = mapped_column(Float)
-    pump_state: Mapped[str | None] = mapped_column(String(16))
-    rate_ml_h: Mapped[float | None] = mapped_column(Float)
-    volume_infused_ml: Mapped[float | None] = mapped_column(Float)
-    dose_rate_mg_kg_h: Mapped[float | None] = mapped_column(Float)
-    cumulative_mg: Mapped[float | None] = mapped_column(Float)
-
-
-class AlarmEvent(Base):
-    """Every alarm lifecycle transition."""
-
-    __tablename__ = "alarm_events"
-    __table_args__ = (UniqueConstraint("bed_id", "alarm_seq", name="uq_alarm_events_bed_alarm_seq"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    alarm_seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    rule_id: Mapped[str] = mapped_column(String(64))
-    transition: Mapped[str] = mapped_column(String(24))
-    priority: Mapped[str] = mapped_column(String(16))
-    alarm_kind: Mapped[str | None] = mapped_column(String(16))  # physiological | technical | advisory
-    state: Mapped[str | None] = mapped_column(String(16))
-    actor: Mapped[str] = mapped_column(String(64))
-    message: Mapped[str] = mapped_column(Text)
-    value: Mapped[float | None] = mapped_column(Float)
-    source: Mapped[str | None] = mapped_column(Text)
+# One admission of one patient to one bed; a treatment once the infusion started.
+Session = Table(
+    "sessions", metadata,
+    _id(),
+    _req("bed_id", String(64), index=True),
+    Column("patient_id", ForeignKey("patients.id"), nullable=False),
+    _req("care_area", String(32)),
+    _req("weight_kg", Float),
+    _req("age_years", Integer),
+    _req("elderly", Boolean),
+    _req("comorbid", Boolean),
+    _req("admitted_seq", BigInteger),
+    _req("admitted_at", UTCDateTime()),
+    _opt("drug", String(32)),
+    _opt("concentration_mg_ml", Float),
+    _opt("rate_ml_h", Float),
+    _opt("bolus_mg", Float),
+    _opt("syringe_ml", Float),
+    _opt("baseline", JSON()),
+    _opt("started_at", UTCDateTime()),
+    _opt("stopped_at", UTCDateTime()),
+    _opt("discharged_at", UTCDateTime()),
+    _req("cumulative_mg", Float, default=0.0),
+    _req("infusion_time_s", Float, default=0.0),
+    _opt("pain_before", Integer),  # last pain score before the start
+    _opt("pain_after", Integer),  # last pain score after the stop
+    Index("ix_sessions_patient_started", "patient_id", "started_at"),
+)
 
 
-class Observation(Base):
-    """Nurse observations: sedation, pain, psychomimetic effects, rescue medication."""
-
-    __tablename__ = "observations"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    type: Mapped[str] = mapped_column(String(16))  # sedation | pain | effects | rescue
-    scale: Mapped[str | None] = mapped_column(String(8))
-    score: Mapped[int | None] = mapped_column(Integer)
-    effects: Mapped[str | None] = mapped_column(Text)  # comma-separated
-    drug: Mapped[str | None] = mapped_column(String(64))
-    dose_mg: Mapped[float | None] = mapped_column(Float)
-    route: Mapped[str | None] = mapped_column(String(32))
-    reason: Mapped[str | None] = mapped_column(Text)
-    note: Mapped[str | None] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(String(64))
+def _session_id(index: bool = True) -> Column[Any]:
+    return Column("session_id", ForeignKey("sessions.id"), nullable=True, index=index)
 
 
-class ChecklistAnswer(Base):
-    __tablename__ = "checklist_answers"
+# One monitor frame (vitals columns) or one pump reading (pump columns).
+Reading = Table(
+    "readings", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _session_id(),
+    _req("seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _req("source", String(8)),  # "vitals" | "pump"
+    _opt("device", String(64)),
+    _opt("quality", String(16)),
+    *(_opt(name, Float) for name in ("hr", "pulse", "sbp", "dbp", "map", "spo2", "rr", "etco2", "temp")),
+    _opt("pump_state", String(16)),
+    *(_opt(name, Float) for name in ("rate_ml_h", "volume_infused_ml", "dose_rate_mg_kg_h", "cumulative_mg")),
+    Index("ix_readings_bed_time", "bed_id", "time"),
+)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    item_id: Mapped[str] = mapped_column(String(64))
-    answer: Mapped[bool] = mapped_column(Boolean)
-    actor: Mapped[str] = mapped_column(String(64))
+# Every alarm lifecycle transition.
+AlarmEvent = Table(
+    "alarm_events", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _session_id(),
+    _req("seq", BigInteger),
+    _req("alarm_seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _req("rule_id", String(64)),
+    _req("transition", String(24)),
+    _req("priority", String(16)),
+    _opt("alarm_kind", String(16)),  # physiological | technical | advisory
+    _opt("state", String(16)),
+    _req("actor", String(64)),
+    _req("message", Text),
+    _opt("value", Float),
+    _opt("source", Text),
+    UniqueConstraint("bed_id", "alarm_seq", name="uq_alarm_events_bed_alarm_seq"),
+)
 
+# Nurse observations: sedation, pain, psychomimetic effects, rescue medication.
+Observation = Table(
+    "observations", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _session_id(),
+    _req("seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _req("type", String(16)),  # sedation | pain | effects | rescue
+    _opt("scale", String(8)),
+    _opt("score", Integer),
+    _opt("effects", Text),  # comma-separated
+    _opt("drug", String(64)),
+    _opt("dose_mg", Float),
+    _opt("route", String(32)),
+    _opt("reason", Text),
+    _opt("note", Text),
+    _req("actor", String(64)),
+)
 
-class OverrideRecord(Base):
-    __tablename__ = "overrides"
+ChecklistAnswer = Table(
+    "checklist_answers", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _session_id(),
+    _req("seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _req("item_id", String(64)),
+    _req("answer", Boolean),
+    _req("actor", String(64)),
+)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    rule_id: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(String(64))
+OverrideRecord = Table(
+    "overrides", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _session_id(),
+    _req("seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _req("rule_id", String(64)),
+    _req("reason", Text),
+    _req("actor", String(64)),
+)
 
+# Every user action: each event with an actor other than ``system``, and every refusal.
+AuditEntry = Table(
+    "audit_log", metadata,
+    _id(),
+    _req("bed_id", String(64)),
+    _session_id(index=False),
+    _req("seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _opt("actor", String(64)),
+    _req("action", String(64)),
+    _req("accepted", Boolean),
+    _req("detail", JSON()),
+    Index("ix_audit_log_bed_time", "bed_id", "time"),
+)
 
-class AuditEntry(Base):
-    """Every user action: each event with an actor other than ``system``, and every refusal."""
+# What a restart needs to resume the bed; written with the events it covers.
+Checkpoint = Table(
+    "checkpoints", metadata,
+    Column("bed_id", String(64), primary_key=True),
+    _req("seq", BigInteger),
+    _req("time", UTCDateTime()),
+    _req("data", JSON()),
+)
 
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_bed_time", "bed_id", "time"),)
+# How far a consumer (the MQTT publisher) has durably forwarded the events.
+Cursor = Table(
+    "cursors", metadata,
+    Column("bed_id", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    _req("seq", BigInteger),
+    _req("updated_at", UTCDateTime()),
+)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    bed_id: Mapped[str] = mapped_column(String(64))
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    actor: Mapped[str | None] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(64))
-    accepted: Mapped[bool] = mapped_column(Boolean)
-    detail: Mapped[dict[str, Any]]
+# Facts about the database itself; ``database_id`` is created with the database, so a database
+# deleted, replaced or restored from elsewhere is recognised.
+StoreMeta = Table(
+    "store_meta", metadata,
+    Column("name", String(32), primary_key=True),
+    _req("value", String(64)),
+)
 
-
-class Checkpoint(Base):
-    """What a restart needs to resume the bed; written with the events it covers."""
-
-    __tablename__ = "checkpoints"
-
-    bed_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    time: Mapped[datetime]
-    data: Mapped[dict[str, Any]]
-
-
-class Cursor(Base):
-    """How far a consumer (the MQTT publisher) has durably forwarded the events."""
-
-    __tablename__ = "cursors"
-
-    bed_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime]
-
-
-class StoreMeta(Base):
-    """Facts about the database itself; ``database_id`` is created with the database, so a
-    database deleted, replaced or restored from elsewhere is recognised."""
-
-    __tablename__ = "store_meta"
-
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    value: Mapped[str] = mapped_column(String(64))
-
-
-class Trend(Base):
-    """Min/mean/max of one series (a vital, pump rate or dose rate) per trend interval.
-
-    On SQLite the table is clustered on its key (``WITHOUT ROWID``): a trend query is one
-    range scan that reads nothing else."""
-
-    __tablename__ = "trends"
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    bed_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    series: Mapped[str] = mapped_column(String(24), primary_key=True)
-    bucket: Mapped[datetime] = mapped_column(primary_key=True)  # interval start, UTC
-    session_id: Mapped[int | None] = mapped_column(BigInteger)
-    n: Mapped[int] = mapped_column(Integer)
-    min: Mapped[float] = mapped_column(Float)
-    mean: Mapped[float] = mapped_column(Float)
-    max: Mapped[float] = mapped_column(Float)
+# Min/mean/max of one series (a vital, pump rate or dose rate) per trend interval. On SQLite the
+# table is clustered on its key (``WITHOUT ROWID``): a trend query is one range scan that reads
+# nothing else.
+Trend = Table(
+    "trends", metadata,
+    Column("bed_id", String(64), primary_key=True),
+    Column("series", String(24), primary_key=True),
+    Column("bucket", UTCDateTime(), primary_key=True),  # interval start, UTC
+    _opt("session_id", BigInteger),
+    _req("n", Integer),
+    _req("min", Float),
+    _req("mean", Float),
+    _req("max", Float),
+    sqlite_with_rowid=False,
+)

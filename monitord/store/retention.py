@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import ColumnElement, Engine, Table, delete, func, select
 
 from monitord.store import models as m
 from monitord.store.database import writing
@@ -36,15 +36,15 @@ class Retention:
             # The newest reading seq before the cutoff bounds the events to prune (events has
             # no time index; its (bed_id, seq) key serves instead).
             upto = conn.execute(
-                select(func.max(m.Reading.seq)).where(m.Reading.bed_id == self.bed_id, m.Reading.time < cutoff)
+                select(func.max(m.Reading.c.seq)).where(m.Reading.c.bed_id == self.bed_id, m.Reading.c.time < cutoff)
             ).scalar()
-            newest = conn.execute(select(func.max(m.StoredEvent.seq)).where(m.StoredEvent.bed_id == self.bed_id)).scalar()
+            newest = conn.execute(select(func.max(m.StoredEvent.c.seq)).where(m.StoredEvent.c.bed_id == self.bed_id)).scalar()
         if upto is None:
             return 0
         # The bed's newest event always stays: a restart compares it with the numbers used.
         upto = min(int(upto), int(newest or 0) - 1)
-        removed = self._chunked(m.Reading, m.Reading.seq <= upto)
-        removed += self._chunked(m.StoredEvent, m.StoredEvent.seq <= upto, m.StoredEvent.kind.in_(RAW_KINDS))
+        removed = self._chunked(m.Reading, m.Reading.c.seq <= upto)
+        removed += self._chunked(m.StoredEvent, m.StoredEvent.c.seq <= upto, m.StoredEvent.c.kind.in_(RAW_KINDS))
         if removed and self.engine.dialect.name == "sqlite":
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -52,12 +52,12 @@ class Retention:
             log.info("retention: removed %d raw reading rows older than %s", removed, cutoff.isoformat())
         return removed
 
-    def _chunked(self, model: type[m.Reading] | type[m.StoredEvent], *where: object) -> int:
+    def _chunked(self, model: Table, *where: ColumnElement[bool]) -> int:
         total = 0
         while True:
             with writing(self.engine) as conn:
-                ids = select(model.id).where(model.bed_id == self.bed_id, *where).limit(CHUNK)  # type: ignore[arg-type]
-                n = conn.execute(delete(model).where(model.id.in_(ids.scalar_subquery()))).rowcount
+                ids = select(model.c.id).where(model.c.bed_id == self.bed_id, *where).limit(CHUNK)
+                n = conn.execute(delete(model).where(model.c.id.in_(ids.scalar_subquery()))).rowcount
             total += n
             if n < CHUNK:
                 return total

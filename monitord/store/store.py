@@ -112,13 +112,13 @@ class Store:
         self._subscribe(engine)
         reserved = self.numbering.load()
         with self.db.connect() as conn:
-            cp_row = conn.execute(select(m.Checkpoint.data).where(m.Checkpoint.bed_id == self.bed_id)).first()
+            cp_row = conn.execute(select(m.Checkpoint.c.data).where(m.Checkpoint.c.bed_id == self.bed_id)).first()
             last = conn.execute(
-                select(m.StoredEvent.seq, m.StoredEvent.time).where(m.StoredEvent.bed_id == self.bed_id)
-                .order_by(m.StoredEvent.seq.desc()).limit(1)
+                select(m.StoredEvent.c.seq, m.StoredEvent.c.time).where(m.StoredEvent.c.bed_id == self.bed_id)
+                .order_by(m.StoredEvent.c.seq.desc()).limit(1)
             ).first()
             last_alarm_seq = int(conn.execute(
-                select(func.max(m.AlarmEvent.alarm_seq)).where(m.AlarmEvent.bed_id == self.bed_id)
+                select(func.max(m.AlarmEvent.c.alarm_seq)).where(m.AlarmEvent.c.bed_id == self.bed_id)
             ).scalar() or 0)
         db_seq = int(last.seq) if last is not None else 0
         try:
@@ -274,7 +274,7 @@ class Store:
     def events_after(self, seq: int, limit: int) -> list[Event]:
         """Committed events with seq > ``seq``, in seq order, at most ``limit``."""
         with self.db.connect() as conn:
-            e = m.StoredEvent
+            e = m.StoredEvent.c
             rows = conn.execute(
                 select(e.seq, e.kind, e.bed_id, e.time, e.mono, e.clock_synced, e.data)
                 .where(e.bed_id == self.bed_id, e.seq > seq).order_by(e.seq).limit(limit)
@@ -284,7 +284,7 @@ class Store:
     def get_cursor(self, name: str) -> int:
         with self.db.connect() as conn:
             seq = conn.execute(
-                select(m.Cursor.seq).where(m.Cursor.bed_id == self.bed_id, m.Cursor.name == name)
+                select(m.Cursor.c.seq).where(m.Cursor.c.bed_id == self.bed_id, m.Cursor.c.name == name)
             ).scalar()
         return int(seq or 0)
 
@@ -292,7 +292,7 @@ class Store:
         now = datetime.now(UTC)
         with writing(self.db) as conn:
             done = conn.execute(
-                update(m.Cursor).where(m.Cursor.bed_id == self.bed_id, m.Cursor.name == name)
+                update(m.Cursor).where(m.Cursor.c.bed_id == self.bed_id, m.Cursor.c.name == name)
                 .values(seq=seq, updated_at=now)
             )
             if done.rowcount == 0:
@@ -305,22 +305,22 @@ class Store:
         counting the current admission to this bed as one."""
         since = year_before(self.clock.utc_now())
         patient_id = bound_text(patient_id, column_limit(m.Session, "patient_id"))
-        current = and_(m.Session.bed_id == self.bed_id, m.Session.discharged_at.is_(None))
+        current = and_(m.Session.c.bed_id == self.bed_id, m.Session.c.discharged_at.is_(None))
         with self.db.connect() as conn:
             n = conn.execute(
                 select(func.count()).select_from(m.Session).where(
-                    m.Session.patient_id == patient_id, m.Session.started_at >= since, not_(current))
+                    m.Session.c.patient_id == patient_id, m.Session.c.started_at >= since, not_(current))
             ).scalar()
         return int(n or 0) + 1
 
     def last_weight_kg(self, patient_id: str) -> float | None:
         """The weight recorded at this patient's latest earlier admission (any bed), if any."""
         patient_id = bound_text(patient_id, column_limit(m.Session, "patient_id"))
-        current = and_(m.Session.bed_id == self.bed_id, m.Session.discharged_at.is_(None))
+        current = and_(m.Session.c.bed_id == self.bed_id, m.Session.c.discharged_at.is_(None))
         with self.db.connect() as conn:
             w = conn.execute(
-                select(m.Session.weight_kg).where(m.Session.patient_id == patient_id, not_(current))
-                .order_by(m.Session.admitted_at.desc()).limit(1)
+                select(m.Session.c.weight_kg).where(m.Session.c.patient_id == patient_id, not_(current))
+                .order_by(m.Session.c.admitted_at.desc()).limit(1)
             ).scalar()
         return float(w) if w is not None else None
 
@@ -331,9 +331,9 @@ class Store:
         patient_id = bound_text(patient_id, column_limit(m.Session, "patient_id"))
         with self.db.connect() as conn:
             rows = conn.execute(
-                select(m.Session.id, m.Session.started_at, m.Session.pain_before, m.Session.pain_after)
-                .where(m.Session.patient_id == patient_id, m.Session.started_at.is_not(None))
-                .order_by(m.Session.started_at)
+                select(m.Session.c.id, m.Session.c.started_at, m.Session.c.pain_before, m.Session.c.pain_after)
+                .where(m.Session.c.patient_id == patient_id, m.Session.c.started_at.is_not(None))
+                .order_by(m.Session.c.started_at)
             ).all()
         return [response_of(r.id, r.started_at, r.pain_before, r.pain_after, threshold) for r in rows]
 
@@ -349,11 +349,11 @@ class Store:
                 return _sqlite_trends(conn, self.bed_id, series, since, until)
             out = {}
             for name in series:
-                q = select(m.Trend.bucket, m.Trend.n, m.Trend.min, m.Trend.mean, m.Trend.max).where(
-                    m.Trend.bed_id == self.bed_id, m.Trend.series == name, m.Trend.bucket >= since)
+                q = select(m.Trend.c.bucket, m.Trend.c.n, m.Trend.c.min, m.Trend.c.mean, m.Trend.c.max).where(
+                    m.Trend.c.bed_id == self.bed_id, m.Trend.c.series == name, m.Trend.c.bucket >= since)
                 if until is not None:
-                    q = q.where(m.Trend.bucket < until)
-                out[name] = [TrendPoint(*r) for r in conn.execute(q.order_by(m.Trend.bucket))]
+                    q = q.where(m.Trend.c.bucket < until)
+                out[name] = [TrendPoint(*r) for r in conn.execute(q.order_by(m.Trend.c.bucket))]
             return out
 
 

@@ -407,7 +407,7 @@ class Writer:
         """Are all our tables there? None if that cannot be told (the database is failing)."""
         try:
             with self.engine.connect() as conn:
-                return set(m.Base.metadata.tables) <= set(inspect(conn).get_table_names())
+                return set(m.metadata.tables) <= set(inspect(conn).get_table_names())
         except Exception:
             return None
 
@@ -561,7 +561,7 @@ class Writer:
 
 
 def _max_seq(conn: Any, bed_id: str) -> int:
-    return int(conn.execute(select(func.max(m.StoredEvent.seq)).where(m.StoredEvent.bed_id == bed_id)).scalar() or 0)
+    return int(conn.execute(select(func.max(m.StoredEvent.c.seq)).where(m.StoredEvent.c.bed_id == bed_id)).scalar() or 0)
 
 
 def _describe(exc: BaseException) -> str:

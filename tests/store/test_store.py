@@ -66,16 +66,16 @@ async def test_every_event_stored_once_in_order(store_settings: dict[str, Any]) 
 
     alarms = [e for e in bed.events if e.kind is EventKind.ALARM]
     assert alarms, "the course should raise alarms"
-    rows = _rows(bed, m.AlarmEvent.alarm_seq, m.AlarmEvent.rule_id, m.AlarmEvent.transition, m.AlarmEvent.actor,
-                 order=m.AlarmEvent.alarm_seq)
+    rows = _rows(bed, m.AlarmEvent.c.alarm_seq, m.AlarmEvent.c.rule_id, m.AlarmEvent.c.transition, m.AlarmEvent.c.actor,
+                 order=m.AlarmEvent.c.alarm_seq)
     assert [(a.data["alarm_seq"], a.data["rule_id"], a.data["transition"], a.data["actor"]) for a in alarms] == \
         [tuple(x) for x in rows]
     assert ("vital.spo2_low", "reset", "rn2") in [(x[1], x[2], x[3]) for x in rows]
 
     n_readings = sum(1 for e in bed.events if e.kind in (EventKind.VITALS, EventKind.INFUSION))
     assert _count(bed, m.Reading) == n_readings
-    (s,) = _rows(bed, m.Session.patient_id, m.Session.cumulative_mg, m.Session.pain_before, m.Session.pain_after,
-                 m.Session.started_at, m.Session.stopped_at, m.Session.discharged_at, m.Session.baseline)
+    (s,) = _rows(bed, m.Session.c.patient_id, m.Session.c.cumulative_mg, m.Session.c.pain_before, m.Session.c.pain_after,
+                 m.Session.c.started_at, m.Session.c.stopped_at, m.Session.c.discharged_at, m.Session.c.baseline)
     stopped = next(e for e in bed.events if e.kind is EventKind.SESSION and e.data["action"] == "stopped")
     assert s.patient_id == "P-1"
     assert s.cumulative_mg == pytest.approx(stopped.data["cumulative_mg"])
@@ -84,12 +84,12 @@ async def test_every_event_stored_once_in_order(store_settings: dict[str, Any]) 
     assert s.started_at is not None and s.stopped_at is not None and s.discharged_at is not None
     assert s.baseline["hr"] == 72.0
 
-    audit = _rows(bed, m.AuditEntry.actor, m.AuditEntry.action, m.AuditEntry.accepted, order=m.AuditEntry.seq)
+    audit = _rows(bed, m.AuditEntry.c.actor, m.AuditEntry.c.action, m.AuditEntry.c.accepted, order=m.AuditEntry.c.seq)
     assert (None, "StartInfusion", False) in [tuple(a) for a in audit] or ("rn1", "StartInfusion", False) in [
         tuple(a) for a in audit]
     assert ("rn2", "reset", True) in [tuple(a) for a in audit]
     assert all(a.actor != "system" for a in audit)
-    (rescue,) = _rows(bed, m.Observation.drug, m.Observation.dose_mg, where=m.Observation.type == "rescue")
+    (rescue,) = _rows(bed, m.Observation.c.drug, m.Observation.c.dose_mg, where=m.Observation.c.type == "rescue")
     assert tuple(rescue) == ("midazolam", 1.0)
     assert _count(bed, m.ChecklistAnswer) == len(bed.engine.config.checklist)
     await bed.stop()
@@ -131,7 +131,7 @@ async def test_restart_resumes_the_session(store_settings: dict[str, Any]) -> No
     again.flush()
     seqs = [ev.seq for ev in again.store.events_after(0, 1_000_000)]
     assert seqs == list(range(1, e.seq + 1))
-    alarm_seqs = [x[0] for x in _rows(again, m.AlarmEvent.alarm_seq, order=m.AlarmEvent.alarm_seq)]
+    alarm_seqs = [x[0] for x in _rows(again, m.AlarmEvent.c.alarm_seq, order=m.AlarmEvent.c.alarm_seq)]
     assert alarm_seqs == list(range(1, len(alarm_seqs) + 1))
     await again.stop()
 
@@ -254,8 +254,8 @@ async def test_full_queue_drops_oldest_readings_and_keeps_the_rest(store_setting
     # Everything kept: stored exactly once, in order, as emitted; typed rows for each.
     assert [ev.to_dict() for ev in stored] == [ev.to_dict() for ev in bed.events if ev.seq not in set(missing)]
     kept_readings = [ev.seq for ev in stored if ev.kind in (EventKind.VITALS, EventKind.INFUSION)]
-    assert [x[0] for x in _rows(bed, m.Reading.seq, order=m.Reading.seq)] == kept_readings
-    assert [x[0] for x in _rows(bed, m.AlarmEvent.seq, order=m.AlarmEvent.seq)] == [
+    assert [x[0] for x in _rows(bed, m.Reading.c.seq, order=m.Reading.c.seq)] == kept_readings
+    assert [x[0] for x in _rows(bed, m.AlarmEvent.c.seq, order=m.AlarmEvent.c.seq)] == [
         ev.seq for ev in stored if ev.kind is EventKind.ALARM]
     transitions = [(ev.data["rule_id"], ev.data["transition"]) for ev in stored if ev.kind is EventKind.ALARM]
     assert ("vital.spo2_low", "latched") in transitions and ("vital.spo2_low", "reset") in transitions
@@ -270,7 +270,7 @@ def test_migrations_run_from_empty(store_settings: dict[str, Any]) -> None:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert schema_revision(bed.store.db) == head
     tables = set(inspect(bed.store.db).get_table_names())
-    assert set(m.Base.metadata.tables) <= tables
+    assert set(m.metadata.tables) <= tables
     bed.store.db.dispose()
     again = Bed(make_config(store_settings))  # opening an up-to-date database changes nothing
     assert schema_revision(again.store.db) == head
@@ -313,11 +313,11 @@ async def test_retention_prunes_raw_readings_and_keeps_trends(store_settings: di
     bed.store.retention.run(bed.clock.utc_now())  # the writer also runs it every few minutes
     produced = sum(1 for e in bed.events if e.kind in (EventKind.VITALS, EventKind.INFUSION))
     cutoff = bed.clock.utc_now().timestamp() - 0.1 * 3600
-    times = [t.timestamp() for (t,) in _rows(bed, m.Reading.time)]
+    times = [t.timestamp() for (t,) in _rows(bed, m.Reading.c.time)]
     assert times and min(times) >= cutoff
     assert len(times) == sum(1 for e in bed.events if e.kind in (EventKind.VITALS, EventKind.INFUSION)
                              and e.time.timestamp() >= cutoff) < produced
-    kinds = {k for (k,) in _rows(bed, m.StoredEvent.kind, where=m.StoredEvent.seq < 20)}
+    kinds = {k for (k,) in _rows(bed, m.StoredEvent.c.kind, where=m.StoredEvent.c.seq < 20)}
     assert "session" in kinds and "vitals" not in kinds  # decisions kept, old raw readings gone
 
     spo2 = bed.store.trend("spo2", bed.clock.utc_now().replace(year=2000))

@@ -103,16 +103,16 @@ async def test_text_longer_than_its_column_is_cut_and_later_entries_are_kept(sto
 
         stored = bed.store.events_after(0, 1_000_000)
         assert [e.to_dict() for e in stored] == [e.to_dict() for e in bed.events]  # the record keeps every text whole
-        (rescue,) = _rows(bed, m.Observation.actor, m.Observation.drug, m.Observation.route,
-                          where=m.Observation.type == "rescue")
+        (rescue,) = _rows(bed, m.Observation.c.actor, m.Observation.c.drug, m.Observation.c.route,
+                          where=m.Observation.c.type == "rescue")
         assert rescue.actor == LONG_ACTOR[:63] + "\u2026"
         assert (len(rescue.drug), len(rescue.route)) == (64, 32)
-        audit = _rows(bed, m.AuditEntry.actor, m.AuditEntry.action, where=m.AuditEntry.seq > long_seq - 3)
+        audit = _rows(bed, m.AuditEntry.c.actor, m.AuditEntry.c.action, where=m.AuditEntry.c.seq > long_seq - 3)
         assert len(audit) == 3 and all(len(a.actor) == 64 and len(a.action) <= 64 for a in audit)
-        (override,) = _rows(bed, m.OverrideRecord.rule_id)
+        (override,) = _rows(bed, m.OverrideRecord.c.rule_id)
         assert len(override.rule_id) == 64
         # Nothing after them was lost, and the store never failed.
-        later = _rows(bed, func.count(), where=m.Reading.seq > long_seq)[0][0]
+        later = _rows(bed, func.count(), where=m.Reading.c.seq > long_seq)[0][0]
         assert later == sum(1 for e in bed.events if e.seq > long_seq and e.kind in (EventKind.VITALS,
                                                                                      EventKind.INFUSION)) > 0
         assert _store_alarm(bed) is None and bed.store.writer.incidents == 0
@@ -146,10 +146,10 @@ async def test_an_event_the_database_refuses_is_isolated_stored_cleaned_and_repo
         damaged = {nan_seq, nul_seq} if postgres else {nan_seq}
         assert [stored[e.seq].to_dict() for e in bed.events if e.seq not in damaged] == [
             e.to_dict() for e in bed.events if e.seq not in damaged]
-        notes = _rows(bed, m.Observation.seq, m.Observation.note, where=m.Observation.seq.in_([nan_seq, nul_seq]))
+        notes = _rows(bed, m.Observation.c.seq, m.Observation.c.note, where=m.Observation.c.seq.in_([nan_seq, nul_seq]))
         # The NaN score has no typed row (the event record says why); the note is kept (cleaned on PostgreSQL).
         assert [tuple(n) for n in notes] == [(nul_seq, "ab" if postgres else "a\x00b")]
-        assert _rows(bed, func.count(), where=m.Reading.seq > nul_seq)[0][0] > 0
+        assert _rows(bed, func.count(), where=m.Reading.c.seq > nul_seq)[0][0] > 0
         # A one-off: the alarm is held so that it is seen, then clears.
         await until(lambda: _store_alarm(bed) is None, what="the store alarm to clear after its hold")
     transitions = [(e.data["rule_id"], e.data["transition"]) for e in bed.events if e.kind is EventKind.ALARM]
@@ -180,9 +180,9 @@ async def test_database_deleted_under_the_running_daemon(store_settings: dict[st
         assert stored == list(range(stored[0], bed.engine.seq + 1))
         await until(lambda: "may be missing" in (_store_alarm(bed) or ""), what="the store alarm to say why")
         # The open session's row is rebuilt from the checkpoint, so what follows belongs to it.
-        (session,) = _rows(bed, m.Session.id, m.Session.patient_id, m.Session.started_at, m.Session.rate_ml_h)
+        (session,) = _rows(bed, m.Session.c.id, m.Session.c.patient_id, m.Session.c.started_at, m.Session.c.rate_ml_h)
         assert (session.patient_id, session.rate_ml_h) == ("P-1", 35.0) and session.started_at is not None
-        assert _rows(bed, func.count(), where=m.Reading.session_id == session.id)[0][0] > 0
+        assert _rows(bed, func.count(), where=m.Reading.c.session_id == session.id)[0][0] > 0
         await until(lambda: _store_alarm(bed) is None, what="the store alarm to clear after its hold")
         last_alarm_seq = bed.engine.alarms.alarm_seq
 
@@ -342,7 +342,7 @@ def test_upgrade_from_the_first_schema_keeps_trends_and_adds_an_identity(store_s
     try:
         assert opened.database_id is not None and len(opened.database_id) == 36
         with opened.engine.connect() as conn:
-            rows = conn.execute(select(m.Trend.series, m.Trend.n, m.Trend.mean)).all()
+            rows = conn.execute(select(m.Trend.c.series, m.Trend.c.n, m.Trend.c.mean)).all()
         assert [tuple(r) for r in rows] == [("hr", 3, 61.0)]
     finally:
         opened.engine.dispose()
