@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import tomllib
 import zoneinfo
+from collections.abc import Mapping
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -433,14 +436,19 @@ class DevicesConfig(Strict):
         """The configured device of ``role``."""
         return {DeviceRole.PUMP: self.pump, DeviceRole.MONITOR: self.monitor, DeviceRole.OXIMETER: self.oximeter}[role]
 
-    def vital_devices(self) -> dict[str, frozenset[Vital]]:
+    def vital_devices(self) -> Mapping[str, frozenset[Vital]]:
         """The configured vital sources, dedicated devices first: device name -> vitals it provides."""
+        return self.vital_device_map
+
+    @cached_property
+    def vital_device_map(self) -> Mapping[str, frozenset[Vital]]:
+        # Computed once: the rules ask for it many times a second.
         out: dict[str, frozenset[Vital]] = {}
         if self.oximeter is not None:
             out[self.oximeter.name] = frozenset(self.oximeter.provides)
         if self.monitor is not None:
             out[self.monitor.name] = frozenset(self.monitor.provides or Vital)
-        return out
+        return MappingProxyType(out)
 
     @model_validator(mode="after")
     def _sources(self) -> DevicesConfig:
