@@ -1,8 +1,10 @@
 """``monitord sim``: play a scenario on simulated devices over ptys, serial ports or TCP.
 
-The simulated monitor (Datex S/5) and pump (Modbus or NE-500) show what the scenario says, on
-its timeline. The command prints the paths a daemon should open (for a pty, the /dev/pts/N, or
-for the pump a stable symlink to it) and runs until the scenario ends or Ctrl-C. With
+The simulated monitor (Datex S/5 or Philips IntelliVue), pump (Modbus or NE-500) and, when the
+scenario has an ``[oximeter]`` table or ``--oximeter-port`` asks for one, a standalone pulse
+oximeter (Masimo) show what the scenario says, on its timeline. The command prints the paths a
+daemon should open (for a pty, the /dev/pts/N, or a stable symlink to it) and runs until the
+scenario ends or Ctrl-C. With
 ``--link`` the scenario's session and nurse steps (admit, order, start, sedation...) are sent to
 a running daemon through its dashboard socket; without it they are skipped.
 
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.scenario import LIBRARY_DIR, ScenarioError, find_scenario, load_scenario
+from monitord.scenario import LIBRARY_DIR, Scenario, ScenarioError, find_scenario, load_scenario
 from monitord.simulators.scenario_runner import PUMP_PROTOCOLS, LinkSteps, Ports, ScenarioRunner, StepOutcome
 
 DEFAULT_SCENARIO = LIBRARY_DIR / "demo.toml"
@@ -40,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", choices=["datex", "intellivue"], default="datex",
                    help="monitor protocol: datex (S/5 Computer Interface) or intellivue (Data Export, MIB/RS-232)")
     p.add_argument("--monitor-port", default="pty", help="pty | tcp[:PORT] | a serial device | none")
+    p.add_argument("--oximeter-port", default="auto",
+                   help="a Masimo oximeter following the course: pty | tcp[:PORT] | a serial device | none | "
+                        "auto (default: pty if the scenario has an [oximeter] table, else none)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="scenario seconds per real second (default 1; see docs/devices.md before going above 1)")
     p.add_argument("--link", metavar="SOCKET", help="send session/nurse steps to the daemon's dashboard socket")
@@ -51,7 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def ports_json(ports: Ports) -> dict[str, Any]:
     return {"monitor": ports.monitor, "pump": ports.pump, "pump_protocol": ports.pump_protocol,
-            "pump_pty": ports.pump_pty}
+            "pump_pty": ports.pump_pty, "oximeter": ports.oximeter}
+
+
+def oximeter_port(spec: str, scenario: Scenario) -> str | None:
+    """``--oximeter-port``: "auto" is a pty when the scenario has an oximeter, else none."""
+    if spec == "auto":
+        return "pty" if scenario.oximeter is not None else None
+    return None if spec == "none" else spec
 
 
 def _clock(t: float) -> str:
@@ -96,7 +108,9 @@ async def run_sim(args: argparse.Namespace) -> int:
         if getattr(args, "monitor", "datex") == "intellivue":
             from monitord.simulators.intellivue_sim import IntelliVueScenarioRunner as runner_class
         runner = runner_class(scenario, pump=pump, pump_port=args.pump_port if pump else None,
-                              monitor_port=monitor_port, speed=args.speed, steps=steps, workdir=args.workdir,
+                              monitor_port=monitor_port,
+                              oximeter_port=oximeter_port(getattr(args, "oximeter_port", "auto"), scenario),
+                              speed=args.speed, steps=steps, workdir=args.workdir,
                               ne500_safe_mode=args.ne500_safe)
     except (ScenarioError, ValueError) as exc:
         print(f"monitord sim: {exc}", file=sys.stderr)

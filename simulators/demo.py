@@ -1,7 +1,9 @@
 """``monitord demo``: a simulated pump and monitor on ptys, the daemon on them, and the dashboard.
 
 Three processes, all children of this one: ``monitord sim`` (the devices, playing a scenario;
-default: the shipped ``demo`` scenario), ``monitord run`` (the daemon, with a generated configuration
+default: the shipped ``demo`` scenario; the monitor a GE Datex S/5 or, with ``--monitor
+intellivue``, a Philips IntelliVue; with ``--oximeter`` or a scenario ``[oximeter]`` table, a
+Masimo oximeter too), ``monitord run`` (the daemon, with a generated configuration
 in a temporary directory) and the bedside dashboard in the foreground. The simulator admits
 the demo patient and starts the infusion through the dashboard link, as a nurse would.
 
@@ -40,14 +42,18 @@ START_TIMEOUT_S = 30.0
 READINGS_EVERY_S = 5.0
 MQTT_PROBE = ("127.0.0.1", 1883)
 DEMO_NURSE = "RN-DEMO"  # the staff id the demo dashboard records actions with
+MONITORS = ("datex", "intellivue")  # the monitor protocols the simulator speaks
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default=str(DEFAULT_SCENARIO), metavar="FILE|NAME",
                    help="scenario file, or a name from the shipped library (default: demo)")
     p.add_argument("--pump", choices=["modbus", "ne500"], default="modbus", help="pump protocol (default modbus)")
+    p.add_argument("--monitor", choices=MONITORS, default="datex",
+                   help="patient monitor: datex (GE S/5 Computer Interface, default) or intellivue (Philips Data Export)")
     p.add_argument("--oximeter", action="store_true",
-                   help="add a standalone pulse oximeter (Masimo) following the course: SpO2 from it, the monitor's as fall-back")
+                   help="add a standalone pulse oximeter (Masimo) following the course: SpO2 from it, the monitor's "
+                        "as fall-back (a scenario with an [oximeter] table has one anyway)")
     p.add_argument("--speed", type=float, default=1.0, help="scenario speed-up (default 1; see docs/devices.md)")
     p.add_argument("--no-dashboard", action="store_true", help="print alarm events and readings instead")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -67,17 +73,25 @@ def mqtt_reachable(addr: tuple[str, int] = MQTT_PROBE, timeout_s: float = 0.5) -
         return False
 
 
-def demo_config(scenario: Scenario, ports: dict[str, Any], workdir: Path, mqtt: bool) -> dict[str, Any]:
-    """The daemon's site configuration for the demo bed (merged over the shipped defaults)."""
+def demo_config(scenario: Scenario, ports: dict[str, Any], workdir: Path, mqtt: bool,
+                monitor: str = "datex") -> dict[str, Any]:
+    """The daemon's site configuration for the demo bed (merged over the shipped defaults);
+    ``monitor``: the monitor driver, the protocol the simulator speaks."""
+    theirs = scenario.config_overrides.get("devices") or {}
+
+    def name(role: str) -> str:  # a name the scenario gives a device (e.g. "capnograph") is kept
+        return str((theirs.get(role) or {}).get("name", role))
+
     devices: dict[str, Any] = {}
     if ports.get("pump"):
-        devices["pump"] = {"name": "pump", "driver": ports["pump_protocol"], "serial": {"port": ports["pump"]},
+        devices["pump"] = {"name": name("pump"), "driver": ports["pump_protocol"], "serial": {"port": ports["pump"]},
                            "poll_interval_s": scenario.pump_period_s}
     if ports.get("monitor"):
-        devices["monitor"] = {"name": "monitor", "driver": "datex", "serial": {"port": ports["monitor"]},
+        # The IntelliVue's 115200 baud is the driver's default (ignored on a pty anyway).
+        devices["monitor"] = {"name": name("monitor"), "driver": monitor, "serial": {"port": ports["monitor"]},
                               "poll_interval_s": float(max(1, round(scenario.monitor_period_s)))}
     if ports.get("oximeter"):
-        devices["oximeter"] = {"name": "oximeter", "driver": "masimo", "serial": {"port": ports["oximeter"]}}
+        devices["oximeter"] = {"name": name("oximeter"), "driver": "masimo", "serial": {"port": ports["oximeter"]}}
     ours = {
         "bed": {"id": "demo"},
         "devices": devices,
@@ -359,31 +373,28 @@ class Demo:
             return 2
         sock = self.workdir / "dashboard.sock"
         ports_file = self.workdir / "ports.json"
+        monitor = getattr(args, "monitor", "datex")
+        # One simulator process plays every device on the scenario's one timeline (the oximeter
+        # too: "auto" opens one when the scenario has an [oximeter] table).
         sim = self._spawn("simulator", _cli("sim", "--scenario", str(scenario_file), "--pump", args.pump,
+                                            "--monitor", monitor,
+                                            "--oximeter-port", "pty" if getattr(args, "oximeter", False) else "auto",
                                             "--speed", f"{args.speed:g}", "--link", str(sock),
                                             "--paths-file", str(ports_file), "--workdir", str(self.workdir)), "sim.log")
         if not _wait(ports_file.exists, sim, START_TIMEOUT_S):
             out("monitord demo: the simulator did not start; its log:\n" + sim.tail())
             return 1
         ports = json.loads(ports_file.read_text())
-        if getattr(args, "oximeter", False):
-            ox_port = self.workdir / "oximeter"
-            ox = self._spawn("oximeter", [sys.executable, "-m", "monitord.simulators.oximeter_sim", "--pty", str(ox_port),
-                                          "--scenario", str(scenario_file), "--speed", f"{args.speed:g}"], "oximeter.log")
-            if not _wait(ox_port.exists, ox, START_TIMEOUT_S):
-                out("monitord demo: the oximeter simulator did not start; its log:\n" + ox.tail())
-                return 1
-            ports["oximeter"] = str(ox_port)
         mqtt = not args.no_mqtt and mqtt_reachable()
         config_file = self.workdir / "monitord.toml"
-        config_file.write_text(toml_dumps(demo_config(scenario, ports, self.workdir, mqtt)))
+        config_file.write_text(toml_dumps(demo_config(scenario, ports, self.workdir, mqtt, monitor)))
         try:
             load_config(config_file)
         except ConfigError as exc:
             out(f"monitord demo: the demo configuration is not valid: {exc}")
             return 1
         out(f"monitord demo: {scenario.name}")
-        out(f"  monitor {ports.get('monitor')}   pump ({ports.get('pump_protocol')}) {ports.get('pump')}"
+        out(f"  monitor ({monitor}) {ports.get('monitor')}   pump ({ports.get('pump_protocol')}) {ports.get('pump')}"
             + (f"   oximeter {ports['oximeter']}" if ports.get("oximeter") else ""))
         off = "off (--no-mqtt)" if args.no_mqtt else "off (no broker on 127.0.0.1:1883)"
         out(f"  MQTT {'to ' + ':'.join(map(str, MQTT_PROBE)) if mqtt else off}"

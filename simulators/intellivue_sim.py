@@ -51,8 +51,8 @@ from pathlib import Path
 from monitord.drivers import intellivue as iv
 from monitord.drivers import intellivue_frame as ivf
 from monitord.readings import DeviceAlarmCode, Vital
-from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, SerialEndpoint, TcpEndpoint
-from monitord.simulators.scenario_runner import Ports, ScenarioRunner, _transport
+from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, TcpEndpoint
+from monitord.simulators.scenario_runner import Ports, ScenarioRunner
 
 log = logging.getLogger(__name__)
 
@@ -396,22 +396,11 @@ class IntelliVueScenarioRunner(ScenarioRunner):
             self.monitor_port = port
         self.ports = IntelliVuePorts(**vars(self.ports))
         if port:
-            endpoint = await self._monitor_endpoint(port)
+            endpoint = await self._open_endpoint(port, "monitor", baudrate=115200)
             sim = IntelliVueSimulator(self._monitor_values, endpoint, seed=self.scenario.seed)
             self.monitor = sim  # type: ignore[assignment]  # the runner uses the same API
             self.ports.monitor = await sim.start()
         return self.ports
-
-    async def _monitor_endpoint(self, spec: str) -> Endpoint:
-        transport, port = _transport(spec)
-        if transport == "pty":
-            if self._workdir is None:
-                self._workdir = Path(tempfile.mkdtemp(prefix="monitord-sim-"))
-                self._own_workdir = True
-            return PtyEndpoint(self._workdir / "monitor")
-        if transport == "tcp":
-            return await TcpEndpoint(port=port).start()
-        return SerialEndpoint(transport, baudrate=115200)
 
 
 async def _main() -> None:

@@ -1,11 +1,12 @@
 """Plays a scenario's device side on the simulators, over real serial lines, on a timeline.
 
-``ScenarioRunner`` opens the simulated monitor (Datex S/5) and pump (Modbus or NE-500) on ptys,
-serial ports or TCP, and then, as scenario time passes, makes them show what the scenario's
-``Course`` says: the monitor's continuous values come from ``course.vitals_at()``, its NIBP is
-measured on the scenario's cycle from ``course.nibp_at()``, the pump follows ``course.pump``
-(programming, state, alarms) and the scenario's device faults become the simulators'
-``inject(kind, duration_s)``.
+``ScenarioRunner`` opens the simulated monitor (Datex S/5), pump (Modbus or NE-500) and, if asked,
+a standalone pulse oximeter (Masimo) on ptys, serial ports or TCP, and then, as scenario time
+passes, makes them show what the scenario's ``Course`` says: the monitor's continuous values come
+from ``course.vitals_at()``, its NIBP is measured on the scenario's cycle from ``course.nibp_at()``,
+the pump follows ``course.pump`` (programming, state, alarms), the oximeter shows
+``course.oximeter_at()`` and ``course.oximeter_alarms`` (``oximeter_alarm`` steps), and the
+scenario's device faults become the simulators' ``inject(kind, duration_s)``.
 
 Session and nurse steps (admit, order, start, sedation...) are not device-side. They go to the
 ``steps`` sink given to the runner: the daemon's dashboard link (``LinkSteps``), an in-process
@@ -33,6 +34,7 @@ from typing import Any
 from monitord import readings as r
 from monitord.scenario import ACTOR, Course, Scenario, ScenarioError, Step
 from monitord.simulators.datex_sim import DatexSimulator
+from monitord.simulators.oximeter_sim import OximeterSimulator
 from monitord.simulators.pump_endpoint import Endpoint, PtyEndpoint, SerialEndpoint, TcpEndpoint
 from monitord.simulators.pump_model import PumpModel
 
@@ -45,6 +47,8 @@ FAULT_KINDS: dict[str, dict[str, str]] = {
                 "bad_checksum": "bad_checksum", "partial": "partial", "slow": "slow"},
     "pump": {"unplug": "unplug", "silent": "silent", "garble": "garble", "bad_checksum": "bad_crc",
              "bad_crc": "bad_crc", "partial": "partial", "slow": "slow"},
+    # The Masimo line has no checksum and the oximeter is never asked anything: no bad_checksum, slow.
+    "oximeter": {"unplug": "unplug", "silent": "silent", "garble": "garble", "partial": "partial"},
 }
 PUMP_PROTOCOLS = ("modbus", "ne500")
 # Values the simulated pump starts with when the scenario leaves them open (not clinical: the
@@ -63,6 +67,7 @@ class Ports:
     pump: str | None = None
     pump_protocol: str | None = None
     pump_pty: str | None = None  # the /dev/pts/N behind the pump's stable symlink
+    oximeter: str | None = None
 
     def describe(self) -> list[str]:
         out = []
@@ -71,6 +76,8 @@ class Ports:
         if self.pump:
             behind = f" -> {self.pump_pty}" if self.pump_pty else ""
             out.append(f"pump ({self.pump_protocol}, 19200 8N1): {self.pump}{behind}")
+        if self.oximeter:
+            out.append(f"oximeter (Masimo, 9600 8N1): {self.oximeter}")
         return out
 
 
@@ -100,7 +107,8 @@ def check_faults(scenario: Scenario, devices: set[str]) -> None:
             continue
         device, kind = step.args.get("device"), step.args.get("kind")
         if device not in FAULT_KINDS:
-            raise ScenarioError(f"fault at {step.at_s:g} s: device must be 'pump' or 'monitor', got {device!r}")
+            raise ScenarioError(f"fault at {step.at_s:g} s: device must be 'pump', 'monitor' or 'oximeter', "
+                                f"got {device!r}")
         if kind not in FAULT_KINDS[device]:
             raise ScenarioError(f"fault at {step.at_s:g} s: {device} fault kind must be one of "
                                 f"{', '.join(sorted(FAULT_KINDS[device]))}, got {kind!r}")
@@ -111,8 +119,9 @@ def check_faults(scenario: Scenario, devices: set[str]) -> None:
 class ScenarioRunner:
     """The device side of one scenario. ``open()``, then ``play()``, then ``close()``.
 
-    ``pump``: "modbus", "ne500" or None (no pump). ``pump_port`` / ``monitor_port``: "pty",
-    "tcp" or "tcp:PORT", a serial device path, or None (that device is not simulated).
+    ``pump``: "modbus", "ne500" or None (no pump). ``pump_port`` / ``monitor_port`` /
+    ``oximeter_port``: "pty", "tcp" or "tcp:PORT", a serial device path, or None (that device is
+    not simulated; the oximeter is not, unless asked).
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class ScenarioRunner:
         pump: str | None = "modbus",
         pump_port: str | None = "pty",
         monitor_port: str | None = "pty",
+        oximeter_port: str | None = None,
         speed: float = 1.0,
         steps: StepSink | None = None,
         workdir: str | Path | None = None,
@@ -138,12 +148,14 @@ class ScenarioRunner:
         self.pump_protocol = pump if pump_port else None
         self.pump_port = pump_port if pump else None
         self.monitor_port = monitor_port
+        self.oximeter_port = oximeter_port
         self.ne500_safe_mode = ne500_safe_mode
         self.speed = speed
         self.steps = steps
         self.tick_s = tick_s
         self._mono = monotonic
-        devices = {d for d, on in (("pump", self.pump_port), ("monitor", self.monitor_port)) if on}
+        devices = {d for d, on in (("pump", self.pump_port), ("monitor", self.monitor_port),
+                                   ("oximeter", self.oximeter_port)) if on}
         check_faults(scenario, devices)
         self._workdir = Path(workdir) if workdir else None
         self._own_workdir = False
@@ -152,6 +164,8 @@ class ScenarioRunner:
         self.model: PumpModel | None = None
         self.pump_sim: Any = None
         self.endpoint: Endpoint | None = None
+        self.oximeter: OximeterSimulator | None = None
+        self._oximeter_endpoint: Endpoint | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._epoch = monotonic()
         self._t0: float | None = None
@@ -159,6 +173,7 @@ class ScenarioRunner:
         self._queue: asyncio.Queue[Step] = asyncio.Queue()
         self._applied = _Applied()
         self._faults_done = 0
+        self._oximeter_alarms: frozenset[r.DeviceAlarmCode] = frozenset()
         self._next_nibp = 0.0
         self._nibp_measuring = False
         self.outcomes: list[StepOutcome] = []
@@ -214,18 +229,34 @@ class ScenarioRunner:
             self.ports.pump_protocol = self.pump_protocol
             if isinstance(self.endpoint, PtyEndpoint) and self.endpoint.pty is not None:
                 self.ports.pump_pty = self.endpoint.pty.path
+        if self.oximeter_port:
+            await self._open_oximeter(self.oximeter_port)
         return self.ports
 
+    async def _open_oximeter(self, spec: str) -> None:
+        # Its own line rate in real seconds: like the monitor's frames, the wire does not speed up.
+        plan = self.scenario.oximeter
+        self._oximeter_endpoint = await self._open_endpoint(spec, "oximeter", baudrate=9600)
+        self.oximeter = OximeterSimulator(lambda _t: self.course.oximeter_at(), self._oximeter_endpoint,
+                                          interval_s=plan.period_s if plan is not None else 1.0,
+                                          seed=self.scenario.seed + 1)
+        self._tasks.append(asyncio.create_task(self.oximeter.run(), name="oximeter-sim"))
+        self.ports.oximeter = self._oximeter_endpoint.url
+
     async def _open_pump_endpoint(self, spec: str) -> Endpoint:
+        return await self._open_endpoint(spec, "pump", baudrate=19200)
+
+    async def _open_endpoint(self, spec: str, name: str, baudrate: int) -> Endpoint:
+        """A pty behind a stable symlink ``<workdir>/<name>``, a TCP port or a serial device."""
         transport, port = _transport(spec)
         if transport == "pty":
             if self._workdir is None:
                 self._workdir = Path(tempfile.mkdtemp(prefix="monitord-sim-"))
                 self._own_workdir = True
-            return PtyEndpoint(self._workdir / "pump")
+            return PtyEndpoint(self._workdir / name)
         if transport == "tcp":
             return await TcpEndpoint(port=port).start()
-        return SerialEndpoint(transport, baudrate=19200)
+        return SerialEndpoint(transport, baudrate=baudrate)
 
     async def close(self) -> None:
         self._stop.set()
@@ -237,6 +268,8 @@ class ScenarioRunner:
             await self.monitor.stop()
         if self.endpoint is not None:
             self.endpoint.close()
+        if self._oximeter_endpoint is not None:
+            self._oximeter_endpoint.close()
         if self._own_workdir and self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -269,6 +302,7 @@ class ScenarioRunner:
                 self._sync_faults()
                 self._sync_pump()
                 self._sync_nibp(t)
+                self._sync_oximeter()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.tick_s)
             if ended:  # let the last session steps reach the daemon
@@ -338,6 +372,21 @@ class ScenarioRunner:
             self._nibp_measuring = False
             while self._next_nibp <= t:
                 self._next_nibp += cycle
+
+    # -- oximeter -------------------------------------------------------------------------
+
+    def _sync_oximeter(self) -> None:
+        """The oximeter's alarms from ``oximeter_alarm`` steps: probe off (its values go to
+        dashes), an unusable sensor, a low battery; codes its line cannot carry are logged once."""
+        if self.oximeter is None:
+            return
+        alarms = self.course.oximeter_alarms
+        if alarms != self._oximeter_alarms:
+            lost = self.oximeter.show_alarms(alarms)
+            if lost:
+                log.warning("oximeter alarm(s) %s: not in the Masimo output, not shown",
+                            ", ".join(sorted(c.value for c in lost)))
+            self._oximeter_alarms = alarms
 
     # -- pump -----------------------------------------------------------------------------
 
@@ -416,6 +465,8 @@ class ScenarioRunner:
                 self.monitor.inject(kind, real)
             elif f.device == "pump" and self.model is not None:
                 self.model.inject(kind, real)
+            elif f.device == "oximeter" and self.oximeter is not None:
+                self.oximeter.inject(kind, real)
             else:
                 continue
             self.faults_injected.append((self.course.t, f.device, f.kind))

@@ -24,12 +24,15 @@ from monitord.loop import RuleLoop
 from monitord.readings import DeviceRole
 from monitord.scenario import Scenario, load_scenario, step_input
 from monitord.scenario import Step as ScenarioStep
+from monitord.simulators.intellivue_sim import IntelliVueScenarioRunner
 from monitord.simulators.scenario_runner import ScenarioRunner
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 WAIT_S = 30.0  # generous: real serial I/O on a loaded two-core box
 MONITOR_TIMEOUT_S = 3.0
 PUMP_TIMEOUT_S = 3.0
+# The bed's monitor: the simulator that plays the scenario, and the driver of the same name reads it.
+MONITORS: dict[str, type[ScenarioRunner]] = {"datex": ScenarioRunner, "intellivue": IntelliVueScenarioRunner}
 
 
 @dataclass
@@ -86,9 +89,10 @@ class Bed:
         assert ended, "the scenario did not run to its end"
 
 
-def bed_config(scenario: Scenario, ports: Any, pump: str | None, safe: bool = False) -> Config:
+def bed_config(scenario: Scenario, ports: Any, pump: str | None, safe: bool = False,
+               monitor: str = "datex") -> Config:
     devices: dict[str, Any] = {
-        "monitor": {"driver": "datex", "serial": {"port": ports.monitor}, "poll_interval_s": 1.0,
+        "monitor": {"driver": monitor, "serial": {"port": ports.monitor}, "poll_interval_s": 1.0,
                     "timeout_s": MONITOR_TIMEOUT_S},
     }
     if pump is not None:
@@ -104,9 +108,13 @@ def bed_config(scenario: Scenario, ports: Any, pump: str | None, safe: bool = Fa
 
 
 @contextlib.asynccontextmanager
-async def running_bed(name: str, pump: str | None = "modbus", *, start: bool = True) -> AsyncIterator[Bed]:
+async def running_bed(name: str, pump: str | None = "modbus", *, start: bool = True,
+                      monitor: str = "datex") -> AsyncIterator[Bed]:
     """Open the simulators and the bed; once both links are up, play the scenario ``name``.
-    ``pump`` is a protocol name; "ne500-safe" is the NE-500 in safe mode (CRC framing)."""
+    ``pump`` is a protocol name; "ne500-safe" is the NE-500 in safe mode (CRC framing).
+    ``monitor``: "datex" (GE S/5) or "intellivue" (Philips Data Export), simulator and driver."""
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor: one of {', '.join(MONITORS)}, got {monitor!r}")
     safe = pump == "ne500-safe"
     pump = "ne500" if safe else pump
     scenario = load_scenario(SCENARIOS / f"{name}.toml")
@@ -115,14 +123,14 @@ async def running_bed(name: str, pump: str | None = "modbus", *, start: bool = T
     async def to_engine(step: ScenarioStep) -> None:
         await engine_box[0].command(step_input(step))
 
-    runner = ScenarioRunner(scenario, pump=pump, pump_port="pty" if pump else None, monitor_port="pty",
-                            steps=to_engine, ne500_safe_mode=safe)
+    runner = MONITORS[monitor](scenario, pump=pump, pump_port="pty" if pump else None, monitor_port="pty",
+                               steps=to_engine, ne500_safe_mode=safe)
     ports = await runner.open()
     tasks: list[asyncio.Task[Any]] = []
     drivers: list[Driver] = []
     bed: Bed | None = None
     try:
-        config = bed_config(scenario, ports, pump, safe)
+        config = bed_config(scenario, ports, pump, safe, monitor)
         engine = Engine(config, SystemClock())
         events: list[Event] = []
         engine.subscribe(events.append)
