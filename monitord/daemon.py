@@ -96,7 +96,6 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
     for note in config.notes:
         log.log(logging.WARNING if note.startswith("DISABLED") else logging.INFO, "configuration: %s", note)
     engine = Engine(config, clock)
-    engine.subscribe(log_alarm)
     loop = RuleLoop(engine, config.watchdog.tick_s)
     try:
         drivers = build_drivers(config.devices, loop.put)
@@ -105,6 +104,7 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
     store = _open_store(config, clock)
     store.recover(engine)  # restores the open session, records the downtime
     store.attach(engine, loop)  # subscribes before any new event; reports its health to the loop
+    engine.subscribe(log_alarm)  # after the store: an alarm is queued for storage before it is logged
 
     background: set[asyncio.Task[Any]] = set()
 

@@ -5,7 +5,8 @@
 - ``events/alarm``, ``vitals``, ``infusion``: in ``seq`` order, QoS 1, at most ``WINDOW``
   unconfirmed at a time, and only once the store has committed them (stored before published).
   The publisher keeps the engine's events in memory (at most ``MEMORY_MAX``) and sends them when
-  the writer reports their commit: nothing is read back. Only what is not in memory is read from
+  the writer reports their commit, from the writer's thread right after it (paho's ``publish`` is
+  thread-safe): an alarm transition does not wait for the event loop as well. Nothing is read back. Only what is not in memory is read from
   the store, in pages: the backlog of an earlier run, or what was shed during a long outage.
 - The cursor (the last seq below which the broker has confirmed everything, ``on_publish``) is
   saved at most every ``CURSOR_SAVE_S`` and at stop, never on the event loop: on the writer's
@@ -23,8 +24,10 @@
   showed; judged by the same gate and put into the rule loop as ``CentralReceipt``.
 
 paho runs its network loop on its own thread; every callback is handed to the event loop with
-``call_soon_threadsafe`` and this object's state is changed on the event loop only (the cursor
-is read by the savers, which hold ``_cursor_lock`` for what they change).
+``call_soon_threadsafe``. The forwarding state (what is kept, taken, unconfirmed, the cursor) is
+changed under ``_fwd``, by the event loop and by the store's writer thread after a commit; the
+rest of this object's state is changed on the event loop only (the cursor savers hold
+``_cursor_lock`` for what they change).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class MqttPublisher:
         self._committed = 0  # last committed seq the store told us about
         self._horizon = 0  # readings at or below this seq are backlog: not replayed
         self._reading_store = False
+        self._kept = 0  # the highest seq the engine has handed us (kept or not)
+        self._fwd = threading.RLock()  # the forwarding state: event loop and the writer's thread
         # Commands
         self.gate = CommandGate(self.topic(t.CMD_ACK), self.cfg.accept_ack, frozenset(self.cfg.ack_stations),
                                 self.topic(t.RECEIPT) if self.cfg.expect_receipts else None)
@@ -183,9 +188,17 @@ class MqttPublisher:
             self._aloop.call_soon_threadsafe(fn, *args)
 
     def _commit_from_writer(self, seq: int) -> None:
-        """On the store's writer thread, right after a commit."""
+        """On the store's writer thread, right after a commit: send what memory holds of it now.
+        What needs the store (a backlog) or was committed before the engine handed it to us
+        goes through the event loop."""
         self._last_commit_at = time.monotonic()
-        self._post(self._on_commit, seq)
+        with self._fwd:
+            self._committed = max(self._committed, seq)
+            here = self._kept >= seq and not self._reading_store and self._taken >= self._store_until
+            if here:
+                self._forward_from_memory()
+        if not here:
+            self._post(self._on_commit, seq)
         # Saved here, between the writer's own transactions, the cursor never competes with them.
         if self._cursor > self._saved_cursor and self._last_commit_at - self._saved_at >= CURSOR_SAVE_S:
             try:
@@ -246,8 +259,9 @@ class MqttPublisher:
     def _on_connected(self) -> None:
         if self._stopping:
             return
-        self.connected = True
-        self._horizon = self._committed
+        with self._fwd:
+            self.connected = True
+            self._horizon = self._committed
         log.info("MQTT connected to %s:%s as %s", self.cfg.host, self.cfg.port, self.client_id)
         self._report(True, "")
         self._last_devices = None
@@ -261,7 +275,8 @@ class MqttPublisher:
 
     def _on_link_down(self, detail: str) -> None:
         was = self.connected
-        self.connected = self.subscribed = False
+        with self._fwd:
+            self.connected = self.subscribed = False
         if self._stopping:
             return
         if was:
@@ -271,29 +286,36 @@ class MqttPublisher:
     # -- forwarding: from memory once committed, from the store what memory does not hold ---
 
     def _on_commit(self, seq: int) -> None:
-        self._committed = max(self._committed, seq)
-        self._pump()
+        with self._fwd:
+            self._committed = max(self._committed, seq)
+            self._pump()
 
     def _pump(self) -> None:
-        """Send what can go now; a store read is left to the forwarding task."""
-        if self._taken < self._store_until:
-            self._wake.set()
-        else:
-            self._forward_from_memory()
+        """Send what can go now; a store read is left to the forwarding task (event loop)."""
+        with self._fwd:
+            if self._taken < self._store_until:
+                self._wake.set()
+            else:
+                self._forward_from_memory()
 
     async def _forward(self) -> None:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             try:
-                while self._room() > 0 and self._taken < min(self._store_until, self._committed):
+                while self._backlog_to_read():
                     if not await self._forward_from_store():
                         break
-                self._forward_from_memory()
+                with self._fwd:
+                    self._forward_from_memory()
             except Exception:  # the store had trouble: it reports its own health; retry on the next wake
                 log.exception("MQTT forwarding failed at seq %d", self._taken)
                 await asyncio.sleep(1.0)
                 self._wake.set()
+
+    def _backlog_to_read(self) -> bool:
+        with self._fwd:
+            return self._room() > 0 and self._taken < min(self._store_until, self._committed)
 
     def _room(self) -> int:
         if not self.connected or self._stopping:
@@ -302,26 +324,29 @@ class MqttPublisher:
 
     async def _forward_from_store(self) -> bool:
         """Send one page of stored events up to ``_store_until``; False if nothing could be sent."""
-        n = min(PAGE, self._room())
-        taken = self._taken
-        self._reading_store = True
+        with self._fwd:
+            n = min(PAGE, self._room())
+            taken = self._taken
+            self._reading_store = True
         try:
             events = await asyncio.to_thread(self.store.events_after, taken, n)
         finally:
-            self._reading_store = False
-        if self._room() < len(events) or self._taken != taken:
-            return False  # the link dropped meanwhile: read again once it is back
-        limit = min(self._store_until, self._committed)
-        for ev in events:
-            if ev.seq > limit:
-                break
-            self._send(ev)
-        if len(events) < n or (events and events[-1].seq > limit):
-            self._taken = max(self._taken, limit)  # nothing else stored up to the limit
-        while self._buffer and self._buffer[0].seq <= self._taken:
-            self._buffer.popleft()
-        self._advance()
-        return True
+            with self._fwd:
+                self._reading_store = False
+        with self._fwd:
+            if self._room() < len(events) or self._taken != taken:
+                return False  # the link dropped meanwhile: read again once it is back
+            limit = min(self._store_until, self._committed)
+            for ev in events:
+                if ev.seq > limit:
+                    break
+                self._send(ev)
+            if len(events) < n or (events and events[-1].seq > limit):
+                self._taken = max(self._taken, limit)  # nothing else stored up to the limit
+            while self._buffer and self._buffer[0].seq <= self._taken:
+                self._buffer.popleft()
+            self._advance()
+            return True
 
     def _forward_from_memory(self) -> None:
         if self._reading_store or self._taken < self._store_until:
@@ -339,11 +364,14 @@ class MqttPublisher:
         self._advance()
 
     def _keep(self, event: Event) -> None:
-        if event.seq <= self._store_until or event.bed_id != self.config.bed.id or event.kind not in payloads.FORWARDED:
-            return
-        self._buffer.append(event)
-        if len(self._buffer) > MEMORY_MAX:
-            self._shed()
+        with self._fwd:
+            self._kept = max(self._kept, event.seq)
+            if event.seq <= self._store_until or event.bed_id != self.config.bed.id \
+                    or event.kind not in payloads.FORWARDED:
+                return
+            self._buffer.append(event)
+            if len(self._buffer) > MEMORY_MAX:
+                self._shed()
 
     def _shed(self) -> None:
         """Memory is full (a long outage): drop what will not be sent, else leave the oldest to the store."""
@@ -365,13 +393,14 @@ class MqttPublisher:
         self._taken = max(self._taken, ev.seq)
 
     def _on_puback(self, mid: int) -> None:
-        seq = self._mid_seq.pop(mid, None)
-        if seq is None:
-            return  # status, state or alarms
-        self._unconfirmed.pop(seq, None)
-        self.forwarded += 1
-        self._advance()
-        self._pump()
+        with self._fwd:
+            seq = self._mid_seq.pop(mid, None)
+            if seq is None:
+                return  # status, state or alarms
+            self._unconfirmed.pop(seq, None)
+            self.forwarded += 1
+            self._advance()
+            self._pump()
 
     def _advance(self) -> None:
         """The cursor: everything at or below it is confirmed or needs no sending (saved later)."""

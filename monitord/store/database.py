@@ -115,10 +115,15 @@ def writing(engine: Engine, synced: bool = True) -> Any:
         # Built once per engine: ``execution_options`` makes a new engine object on every call,
         # which cost more than an alarm batch's whole commit.
         per_engine = _WRITING[engine] = {
-            True: engine.execution_options(**{IMMEDIATE: True}),
-            False: engine.execution_options(**{IMMEDIATE: True, SYNC_LATER: True}),
+            True: engine.execution_options(**writing_options(True)),
+            False: engine.execution_options(**writing_options(False)),
         }
     return per_engine[synced].begin()
+
+
+def writing_options(synced: bool) -> dict[str, bool]:
+    """The execution options of ``writing``, for a connection held open (the store's writer)."""
+    return {IMMEDIATE: True, SYNC_LATER: not synced}
 
 
 _WRITING: weakref.WeakKeyDictionary[Engine, dict[bool, Engine]] = weakref.WeakKeyDictionary()
