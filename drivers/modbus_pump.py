@@ -49,6 +49,24 @@ ILLEGAL_ADDRESS = 2
 # device's answer, which we count ourselves, not a fault of ours.
 logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
 
+
+
+def _release_server_datastore() -> None:
+    """pymodbus (3.8) builds its server context's default data blocks, four lists of 65,536
+    registers, when its PDU modules are imported: 2 MB that a Modbus client (this driver, the
+    simulator's device side) never uses. Replace them with one-register blocks; nothing in
+    monitord builds a pymodbus server context."""
+    try:
+        from pymodbus.datastore import ModbusSequentialDataBlock, ModbusSlaveContext
+
+        defaults = ModbusSlaveContext.__init__.__kwdefaults__
+        if defaults and all(isinstance(v, ModbusSequentialDataBlock) for v in defaults.values()):
+            ModbusSlaveContext.__init__.__kwdefaults__ = {k: ModbusSequentialDataBlock(0, [0]) for k in defaults}
+    except (ImportError, AttributeError, TypeError):  # another pymodbus: leave it as it is
+        pass
+
+
+_release_server_datastore()
 _HOST_FRAMER = FramerRTU(DecodePDU(is_server=False))
 _DEVICE_FRAMER = FramerRTU(DecodePDU(is_server=True))
 # What pymodbus may raise on malformed input; converted to ProtocolError at this boundary.
