@@ -4,6 +4,7 @@
     python bench/soak.py --minutes 480 --sample-s 60     # 8 h (on a quiet machine)
     python bench/soak.py --minutes 10 --speed 10         # pump polled 10x faster: per-reading growth shows sooner
     python bench/soak.py --minutes 10 --tracemalloc      # the daemon under tracemalloc: what grew, by line
+    python bench/soak.py --minutes 10 --loop-debug       # callbacks that held the event loop over 10 ms
 
 The bench serves simulated devices on ptys (``monitord.simulators``): a Modbus pump (10 mg/mL at
 3.5 mL/h, 0.5 mg/kg/h for 70 kg; a 50 mL syringe lasts 14 h) and a Datex S/5 monitor answering
@@ -30,11 +31,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 CPU_GOAL_PCT = 1.0
+# asyncio's debug-mode report of a callback that held the loop too long.
+SLOW_CALLBACK = re.compile(r"Executing .* took (\d+\.\d+) seconds")
 RSS_GOAL_MB = 60.0
 GROWTH_GOAL_MB = 1.0  # over the second half of a 1 h run
 CONC_MG_ML, RATE_ML_H, SYRINGE_ML, WEIGHT_KG = 10.0, 3.5, 50.0, 70.0
@@ -163,15 +168,18 @@ port = "{monitor_pty}"
         if args.tracemalloc:
             daemon = await spawn(log, "bench/soak.py", "--traced", str(cfg), str(traced), str(args.warmup))
         else:
-            daemon = await spawn(log, "-m", "monitord.cli", "run", "-c", str(cfg))
+            daemon = await spawn(log, "-m", "monitord.cli", "run", "-c", str(cfg),
+                                 *(["--loop-debug"] if args.loop_debug else []))
         quit_nurse = asyncio.Event()
         nurse = None
+        window_start = "9999"  # the daemon died before the window: everything counts as start-up
         try:
             sock = tmp / "soak" / "dash.sock"
             await until(sock.exists, 60, "the daemon's socket", daemon, log)
             nurse = asyncio.create_task(_nurse(sock, args.obs_every, quit_nurse))
             await asyncio.sleep(args.warmup)
             t0, cpu0 = time.monotonic(), cpu_seconds(daemon.pid)
+            window_start = datetime.now().strftime("%Y-%m-%d %H:%M:%S")  # as the daemon's log stamps lines
             end = t0 + args.minutes * 60
             while True:
                 now = time.monotonic()
@@ -198,11 +206,23 @@ port = "{monitor_pty}"
             sub.disconnect()
             sub.loop_stop()
             broker.stop()
-        problems = [line for line in log.read_text(errors="replace").splitlines()
-                    if " ERROR " in line or "CRITICAL" in line or "Traceback" in line]
+        log_lines = log.read_text(errors="replace").splitlines()
+        problems = [line for line in log_lines if " ERROR " in line or "CRITICAL" in line or "Traceback" in line]
+        slow_lines = [line for line in log_lines if SLOW_CALLBACK.search(line)]
+        at_start = [line for line in slow_lines if line[:19] < window_start]  # start-up and warm-up
+        slow_lines = [line for line in slow_lines if line[:19] >= window_start]
+        slow = [float(m.group(1)) for line in slow_lines if (m := SLOW_CALLBACK.search(line))]
         top = traced.read_text() if traced.exists() else ""
         stored = _stored(tmp / "soak" / "monitord.db")
     print(report(samples, counts, args, problems, top, stored))
+    if args.loop_debug:
+        print(f"event-loop callbacks over 10 ms before the window (start-up, warm-up): {len(at_start)}")
+        for line in at_start[:5]:
+            print("  " + line[:300])
+        print(f"event-loop callbacks over 10 ms in the window (asyncio debug mode): {len(slow)}"
+              + (f", longest {max(slow) * 1000:.0f} ms" if slow else "") + "; goal 0: " + ("FAIL" if slow else "PASS"))
+        for line in slow_lines[:10]:
+            print("  " + line[:400])
     return 0
 
 
@@ -237,7 +257,7 @@ def report(samples: list[Sample], counts: Counts, args: argparse.Namespace, prob
     cpu_2 = (half[-1].cpu_s - half[0].cpu_s) / (half[-1].t - half[0].t) * 100 if half[-1].t > half[0].t else float("nan")
     rss_max = max(s.rss_mb for s in samples)
     growth = half[-1].rss_mb - half[0].rss_mb
-    scale = 60.0 / args.minutes  # the growth goal is for a 1 h run
+    scale = args.minutes / 60.0  # the growth goal is for a 1 h run
     lines = [f"Soak: {window / 60:.1f} min after {args.warmup:g} s of warm-up; pump polled every "
              f"{1.0 / args.speed:g} s, monitor every 1 s, a sedation and pain score every {args.obs_every:g} s"
              + (" (under tracemalloc)" if args.tracemalloc else ""), "",
@@ -322,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between the nurse's sedation and pain scores (default 900)")
     ap.add_argument("--new-database", action="store_true",
                     help="start on an empty state directory (the daemon creates and migrates the database)")
+    ap.add_argument("--loop-debug", action="store_true",
+                    help="run the daemon with --loop-debug and count callbacks that held the event loop over 10 ms "
+                         "(debug mode costs CPU: use its CPU figure for nothing)")
     ap.add_argument("--tracemalloc", action="store_true", help="run the daemon under tracemalloc and show what grew")
     ap.add_argument("--traced", nargs=3, metavar=("CONFIG", "OUT", "WARMUP"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

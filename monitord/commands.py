@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from monitord.config import Config, load_or_report
 from monitord.rules import build_rules, rules_markdown
@@ -19,9 +20,18 @@ PRIORITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "adviso
 WIDE_TABLE = 140  # columns from which priority, delay, latching and after-stop get columns of their own
 
 
+# --loop-debug: a callback that holds the event loop longer than this is logged (asyncio's own
+# check, "Executing <...> took 0.023 seconds"). The rule loop's budget for one step.
+SLOW_CALLBACK_S = 0.010
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
                    help=f"site configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--loop-debug", action="store_true",
+                   help=f"asyncio debug mode: log every callback that holds the event loop over "
+                        f"{SLOW_CALLBACK_S * 1000:.0f} ms, and calls into it from other threads (slower; for "
+                        "commissioning and benchmarks, not for service)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -30,8 +40,13 @@ def _run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 2
-    asyncio.run(run_daemon(config))
+    asyncio.run(_debugged(run_daemon(config)) if args.loop_debug else run_daemon(config), debug=args.loop_debug)
     return 0
+
+
+async def _debugged(main: Any) -> None:
+    asyncio.get_running_loop().slow_callback_duration = SLOW_CALLBACK_S
+    await main
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:

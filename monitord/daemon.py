@@ -93,6 +93,11 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
     from monitord.link.server import DashboardServer
     from monitord.notify import Watchdog
 
+    if config.mqtt.enabled:
+        # Imported now, before monitoring starts: importing it from the task that starts MQTT
+        # would hold the running rule loop for tens of milliseconds.
+        import monitord.mqtt.publisher  # noqa: F401
+
     for note in config.notes:
         log.log(logging.WARNING if note.startswith("DISABLED") else logging.INFO, "configuration: %s", note)
     engine = Engine(config, clock)
