@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from monitord.dose import dose_rate_mg_kg_h
 from monitord.interlock import InterlockState
@@ -174,6 +175,7 @@ class BedState:
     # [mg, t0_mono, t1_mono] runs at a steady rate merged, to rebuild it if the weight is corrected.
     estimate: PlasmaEstimate | None = None
     deliveries: list[list[float]] = field(default_factory=list)
+    delivery_segment: tuple[Any, ...] | None = None  # the pump segment the last run was delivered under
     # Discharge: score (scale, total, mono), escort, and the controlled-substance record.
     discharge_score: tuple[str, int, float] | None = None
     escort: str | None = None

@@ -122,8 +122,12 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
         delta_ml = 0.0
     delta_mg = delta_ml * conc if conc is not None else 0.0
     st.cumulative_mg += delta_mg
+    # Delivered at the state and rate the pump reported at the start of the interval.
+    segment = (prev.state, prev.rate_ml_h, conc) if prev is not None else None
     if prev is not None and delta_mg > 0:
-        deliver(engine, delta_mg, prev.mono, now)
+        deliver(engine, delta_mg, prev.mono, now, segment=segment)
+    elif segment != st.delivery_segment:
+        st.delivery_segment = None  # stopped, paused or changed: the next delivery starts a run
     st.pump_infused_mg += delta_mg
     if prev is not None and was_infusing:
         st.infusion_time_s += max(0.0, now - prev.mono)
@@ -169,19 +173,28 @@ def pump(engine: Engine, item: r.PumpReading, now: float) -> None:
     engine.emit(EventKind.INFUSION, engine.infusion_data(now) | {"device_time": iso(item.device_time)})
 
 
-def deliver(engine: Engine, mg: float, t0: float, t1: float) -> None:
-    """Ketamine reached the patient (``t0 == t1``: given at once, by hand): feed the model estimate."""
+def deliver(engine: Engine, mg: float, t0: float, t1: float, segment: tuple[Any, ...] | None = None) -> None:
+    """Ketamine reached the patient (``t0 == t1``: given at once, by hand): feed the model estimate.
+
+    Pieces delivered under one unbroken pump ``segment`` (its reported state, rate and the
+    concentration, with no other state between) make one constant-rate run, whatever the steps of
+    the pump's volume counter between reports; without a segment, contiguous pieces within 2 % of
+    the run's rate do. The run list (kept
+    in the checkpoint) then grows with the rate changes of a course, not with its length."""
     st = engine.state
     if st.patient is None or not mg > 0 or not math.isfinite(mg):
         return
     runs = st.deliveries
     last = runs[-1] if runs else None
-    if (last is not None and t1 > t0 and last[2] > last[1] and abs(last[2] - t0) < 1e-6
-            and abs(mg / (t1 - t0) - last[0] / (last[2] - last[1])) <= 0.02 * last[0] / (last[2] - last[1])):
+    same_segment = last is not None and segment is not None and segment == st.delivery_segment and t0 >= last[2] - 1e-6
+    contiguous = last is not None and t1 > t0 and last[2] > last[1] and abs(last[2] - t0) < 1e-6
+    if last is not None and t1 > t0 and (same_segment or contiguous and (
+            abs(mg / (t1 - t0) - last[0] / (last[2] - last[1])) <= 0.02 * last[0] / (last[2] - last[1]))):
         last[0] += mg
         last[2] = t1
     else:
         runs.append([mg, t0, t1])
+    st.delivery_segment = segment
     if st.estimate is None:
         st.estimate = PlasmaEstimate.from_config(engine.config.pk, st.patient.weight_kg)
     st.estimate.update(mg, t0, t1)

@@ -3,6 +3,9 @@ record, and the plan projection."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 from monitord import readings as r
@@ -194,3 +197,34 @@ def test_pain_and_effects_carry_the_due_time_of_their_observation_round(bed: Bed
     assert [o["type"] for o in obs] == ["sedation", "pain", "effects"]
     assert len({o["due_at"] for o in obs}) == 1  # one round
     assert [o["late_s"] for o in obs] == [pytest.approx(300, abs=1), pytest.approx(360, abs=1), pytest.approx(360, abs=1)]
+
+
+def test_a_constant_rate_hour_on_a_coarse_volume_counter_keeps_the_checkpoint_small() -> None:
+    """A pump that counts volume in 0.01 mL steps reports 0.00 or 0.01 mL a second at 35 mL/h:
+    each second's rate looks different, but the pump's rate did not change. The delivery runs the
+    plasma model keeps (and the checkpoint carries) follow the pump's rate changes, not its counter,
+    so neither grows with the length of the infusion; the delivered total is kept to the mg."""
+    bed = Bed()
+    bed.admit_and_start(rate=35.0)
+    coarse = 0.0
+
+    def hour(rate: float) -> None:
+        nonlocal coarse
+        bed.set_pump(r.PumpState.RUNNING, rate)
+        for _ in range(3600):
+            bed.clock.advance(1)
+            bed.volume += rate / 3600
+            coarse = math.floor(bed.volume * 100) / 100  # what a 0.01 mL counter shows
+            bed.engine.submit(r.PumpReading("pump", r.PumpState.RUNNING, rate_ml_h=rate, volume_infused_ml=coarse,
+                                            drug="ketamine", concentration_mg_ml=1.0, syringe_ml=50.0),
+                              evaluate=False)
+            bed.engine.tick()
+
+    hour(35.0)
+    runs_one_rate = len(bed.engine.state.deliveries)
+    hour(17.5)
+    assert runs_one_rate <= 3  # the start (first counter steps) and the hour
+    assert len(bed.engine.state.deliveries) <= runs_one_rate + 2  # the rate change
+    assert len(json.dumps(bed.engine.checkpoint()["deliveries"])) < 400  # a handful of runs, not thousands
+    delivered = sum(mg for mg, _, _ in bed.engine.state.deliveries)
+    assert delivered == pytest.approx(coarse * 1.0, abs=0.011)
