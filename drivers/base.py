@@ -12,6 +12,7 @@ and shown as the link state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -151,6 +152,53 @@ class FrameDelay:
             self._samples.append((arrival, offset))
             return 0.0
         return late if late > self.tolerance_s else 0.0
+
+
+class PortReader:
+    """For a driver that reads its port as bytes arrive (``loop.add_reader`` on its file
+    descriptor) and hands them to ``_on_bytes``. A read that fails, or a bug while handling the
+    bytes, is kept in ``_lost`` and raised by the driver's next ``poll`` (``_raise_if_lost``):
+    logged once per cause by ``Driver.run``, shown as the link state, and the port reconnected.
+    The driver sets ``_ser``, ``_loop``, ``_fd`` and ``_wake`` when it connects."""
+
+    port: str
+    _ser: Any = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _fd: int | None = None
+    _lost: BaseException | None = None
+    _wake: asyncio.Event
+
+    def _on_bytes(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _raise_if_lost(self) -> None:
+        lost = self._lost
+        if lost is None:
+            return
+        if isinstance(lost, (OSError, LinkLost)):
+            raise LinkLost(f"{self.port}: {lost}")
+        raise lost  # a driver bug found while reading: run() logs it and reconnects
+
+    def _lose(self, exc: BaseException) -> None:
+        self._lost = exc
+        if self._loop is not None and self._fd is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._fd)
+            self._fd = None
+        self._wake.set()
+
+    def _on_readable(self) -> None:
+        if self._ser is None:
+            return
+        try:
+            data = self._ser.read(4096)
+        except (OSError, serial.SerialException) as exc:
+            self._lose(exc)
+            return
+        try:
+            self._on_bytes(data)
+        except Exception as exc:  # a bug here would otherwise be logged by asyncio on every byte
+            self._lose(exc)
 
 
 class Driver(ABC):

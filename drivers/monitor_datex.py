@@ -33,7 +33,7 @@ import serial
 
 from monitord.config import MonitorDevice
 from monitord.drivers import datex_s5 as dx
-from monitord.drivers.base import Driver, Emit, FrameDelay, LinkLost, open_serial
+from monitord.drivers.base import Driver, Emit, FrameDelay, PortReader, open_serial
 from monitord.readings import (
     DeviceAlarm,
     DeviceAlarmCode,
@@ -199,7 +199,7 @@ def readings_of(
     return out
 
 
-class DatexMonitorDriver(Driver):
+class DatexMonitorDriver(PortReader, Driver):
     role = DeviceRole.MONITOR
 
     def __init__(
@@ -299,22 +299,6 @@ class DatexMonitorDriver(Driver):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _raise_if_lost(self) -> None:
-        lost = self._lost
-        if lost is None:
-            return
-        if isinstance(lost, (OSError, LinkLost)):
-            raise LinkLost(f"{self.port}: {lost}")
-        raise lost  # a driver bug found while reading: run() logs it and reconnects
-
-    def _lose(self, exc: BaseException) -> None:
-        self._lost = exc
-        if self._loop is not None and self._fd is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._fd)
-            self._fd = None
-        self._wake.set()
-
     def _send_request(self) -> None:
         self._last_request = self._monotonic()
         try:
@@ -329,25 +313,15 @@ class DatexMonitorDriver(Driver):
             self._raise_if_lost()
         self.requests_sent += 1
 
-    def _on_readable(self) -> None:
-        if self._ser is None:
-            return
-        try:
-            data = self._ser.read(4096)
-        except (OSError, serial.SerialException) as exc:
-            self._lose(exc)
-            return
-        try:
-            for item in self.decoder.feed(data):
-                if isinstance(item, dx.FrameError):
-                    self.protocol_error(f"{item.kind}: {item.detail}", cause=item.kind)
-                elif isinstance(item, dx.DisplayedValues):
-                    self._on_displayed(item)
-                else:
-                    self.frame_ok()  # a valid record of another kind: the link works
-                    log.debug("%s: ignoring %s", self.name, type(item).__name__)
-        except Exception as exc:  # a bug here would otherwise be logged by asyncio on every byte
-            self._lose(exc)  # poll raises it: logged once per cause, shown as the link state
+    def _on_bytes(self, data: bytes) -> None:
+        for item in self.decoder.feed(data):
+            if isinstance(item, dx.FrameError):
+                self.protocol_error(f"{item.kind}: {item.detail}", cause=item.kind)
+            elif isinstance(item, dx.DisplayedValues):
+                self._on_displayed(item)
+            else:
+                self.frame_ok()  # a valid record of another kind: the link works
+                log.debug("%s: ignoring %s", self.name, type(item).__name__)
 
     def _on_displayed(self, dv: dx.DisplayedValues) -> None:
         self.frame_ok()

@@ -48,7 +48,7 @@ import serial
 from monitord.config import MonitorDevice
 from monitord.drivers import intellivue as iv
 from monitord.drivers import intellivue_frame as ivf
-from monitord.drivers.base import Driver, Emit, FrameDelay, LinkLost, open_serial
+from monitord.drivers.base import Driver, Emit, FrameDelay, PortReader, open_serial
 from monitord.readings import DeviceAlarm, DeviceAlarmCode, DeviceRole, Quality, Vital, VitalsReading
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def alarm_entries(result: iv.PollResult) -> list[iv.AlarmEntry]:
     return out
 
 
-class IntelliVueMonitorDriver(Driver):
+class IntelliVueMonitorDriver(PortReader, Driver):
     role = DeviceRole.MONITOR
 
     def __init__(
@@ -367,36 +367,13 @@ class IntelliVueMonitorDriver(Driver):
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _raise_if_lost(self) -> None:
-        lost = self._lost
-        if lost is None:
-            return
-        if isinstance(lost, (OSError, LinkLost)):
-            raise LinkLost(f"{self.port}: {lost}")
-        raise lost
-
     def _lose(self, exc: BaseException) -> None:
-        self._lost = exc
-        if self._loop is not None and self._fd is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._fd)
-            self._fd = None
-        self._wake.set()
-        self._released.set()
+        super()._lose(exc)
+        self._released.set()  # close() need not wait for a release reply that cannot come
 
-    def _on_readable(self) -> None:
-        if self._ser is None:
-            return
-        try:
-            data = self._ser.read(4096)
-        except (OSError, serial.SerialException) as exc:
-            self._lose(exc)
-            return
-        try:
-            for item in self.decoder.feed(data):
-                self._on_item(item)
-        except Exception as exc:  # a driver bug: poll raises it, logged once per cause
-            self._lose(exc)
+    def _on_bytes(self, data: bytes) -> None:
+        for item in self.decoder.feed(data):
+            self._on_item(item)
 
     def _on_item(self, item: iv.Message | ivf.FrameError | iv.MessageFault) -> None:
         if isinstance(item, (ivf.FrameError, iv.MessageFault)):

@@ -28,11 +28,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import serial
-
 from monitord.config import OximeterDevice
 from monitord.drivers import masimo as mx
-from monitord.drivers.base import Driver, Emit, FrameDelay, LinkLost, open_serial
+from monitord.drivers.base import Driver, Emit, FrameDelay, PortReader, open_serial
 from monitord.readings import DeviceAlarm, DeviceAlarmCode, DeviceRole, Quality, Vital, VitalsReading
 
 log = logging.getLogger(__name__)
@@ -81,7 +79,7 @@ def alarms_of(rec: mx.Record) -> tuple[frozenset[DeviceAlarmCode], str]:
     return frozenset(codes), "; ".join(details)
 
 
-class MasimoOximeterDriver(Driver):
+class MasimoOximeterDriver(PortReader, Driver):
     role = DeviceRole.OXIMETER
 
     def __init__(
@@ -153,38 +151,12 @@ class MasimoOximeterDriver(Driver):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _raise_if_lost(self) -> None:
-        lost = self._lost
-        if lost is None:
-            return
-        if isinstance(lost, (OSError, LinkLost)):
-            raise LinkLost(f"{self.port}: {lost}")
-        raise lost  # a driver bug found while reading: run() logs it and reconnects
-
-    def _lose(self, exc: BaseException) -> None:
-        self._lost = exc
-        if self._loop is not None and self._fd is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._fd)
-            self._fd = None
-        self._wake.set()
-
-    def _on_readable(self) -> None:
-        if self._ser is None:
-            return
-        try:
-            data = self._ser.read(4096)
-        except (OSError, serial.SerialException) as exc:
-            self._lose(exc)
-            return
-        try:
-            for item in self.decoder.feed(data):
-                if isinstance(item, mx.LineError):
-                    self.protocol_error(f"{item.kind}: {item.detail}", cause=item.kind)
-                else:
-                    self._on_record(item)
-        except Exception as exc:  # a bug here would otherwise be logged by asyncio on every byte
-            self._lose(exc)
+    def _on_bytes(self, data: bytes) -> None:
+        for item in self.decoder.feed(data):
+            if isinstance(item, mx.LineError):
+                self.protocol_error(f"{item.kind}: {item.detail}", cause=item.kind)
+            else:
+                self._on_record(item)
 
     def _on_record(self, rec: mx.Record) -> None:
         self.frame_ok()
