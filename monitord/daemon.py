@@ -148,6 +148,7 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
 
     watchdog = Watchdog(engine, clock, config)
     loop.on_evaluated.append(watchdog.evaluated)
+    memory.settle()  # the start-up garbage, before anything runs on the loop that it would hold up
     rule_loop = asyncio.create_task(loop.run(), name="rule-loop")
     parts: list[Any] = []
     driver_tasks: list[asyncio.Task[None]] = []
@@ -171,7 +172,6 @@ async def _run(config: Config, clock: Clock, stop: asyncio.Event) -> None:
         engine.record_system("started", devices=[d.name for d in drivers])
         watchdog.ready()
         log.info("monitoring bed %s (%s)", config.bed.id, config.bed.care_area.value)
-        memory.settle()
         await stop.wait()
     finally:
         watchdog.stopping()
