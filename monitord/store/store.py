@@ -72,7 +72,7 @@ class TrendPoint(NamedTuple):
 
 TREND_SQL = ("SELECT bucket, n, min, mean, max FROM trends WHERE bed_id = ? AND series = ? AND bucket >= ?{} "
              "ORDER BY bucket")
-_BUCKETS: dict[str, datetime] = {}  # bucket text -> time: a few thousand distinct values per query window
+_BUCKETS: dict[float, datetime] = {}  # stored bucket -> time: a few thousand distinct values per query window
 
 
 class Store:
@@ -359,10 +359,11 @@ class Store:
 
 def _sqlite_trends(conn: Connection, bed_id: str, series: list[str], since: datetime,
                    until: datetime | None) -> dict[str, list[TrendPoint]]:
-    """The trend query on the driver's cursor: the bucket text is turned into a time once per
-    distinct value (SQLAlchemy's per-row type processing was most of the query's time)."""
+    """The trend query on the driver's cursor: each stored bucket (epoch seconds) is turned into
+    a time once per distinct value (SQLAlchemy's per-row type processing was most of the query's
+    time)."""
     sql = TREND_SQL.format("" if until is None else " AND bucket < ?")
-    bounds = [_naive(since)] + ([] if until is None else [_naive(until)])
+    bounds = [m.to_epoch(since)] + ([] if until is None else [m.to_epoch(until)])
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     out: dict[str, list[TrendPoint]] = {}
     try:
@@ -373,17 +374,12 @@ def _sqlite_trends(conn: Connection, bed_id: str, series: list[str], since: date
                 if t is None:
                     if len(_BUCKETS) > 50_000:
                         _BUCKETS.clear()
-                    t = _BUCKETS[bucket] = datetime.fromisoformat(bucket).replace(tzinfo=UTC)
+                    t = _BUCKETS[bucket] = m.from_epoch(bucket)
                 points.append(TrendPoint(t, n, lo, mean, hi))
             out[name] = points
     finally:
         cur.close()
     return out
-
-
-def _naive(t: datetime) -> str:
-    """A time as the SQLite dialect stores it (naive UTC text), for comparing with stored ones."""
-    return t.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def response_of(session_id: int, started_at: datetime, before: int | None, after: int | None,
