@@ -98,7 +98,8 @@ def synthetic(n: int, start_seq: int, t0: Any, vit: Event, inf: Event) -> list[E
     """``n`` events alternating pump and monitor readings, one of each per second from ``t0``."""
     out = []
     for i in range(n):
-        t = t0 + timedelta(seconds=i // 2)
+        # Times with microseconds, as a clock gives them (a whole second would be stored smaller).
+        t = t0 + timedelta(seconds=i // 2 + 0.123457 + 0.25 * (i % 2))
         if i % 2 == 0:
             data = dict(inf.data, volume_infused_ml=round(i / 2 * 35 / 3600, 4), cumulative_mg=round(i / 2 * 35 / 3600, 4))
             out.append(replace(inf, seq=start_seq + i, time=t, mono=1000.0 + i / 2, data=data))
