@@ -1,6 +1,6 @@
 """Store benchmark: monitord's store against plain ``sqlite3`` on the same file, in one run.
 
-    python bench/bench_store.py [--hours 100] [--samples 1000] [--dir DIR] [--keep]
+    python bench/bench_store.py [--hours 100] [--samples 1000] [--dir DIR] [--keep] [--retention-h H]
 
 1. Fill: ``--hours`` of a bed (1 Hz pump + 1 Hz monitor) written through the real writer thread
    in bulk batches, so that what follows runs on a database of realistic size, with the retention
@@ -119,8 +119,8 @@ def verdict(ok: bool) -> str:
 
 
 def fill(store: Store, events: list[Event], cp: dict[str, Any]) -> tuple[float, float, int]:
-    """Write ``events``; every ``RETENTION_EVERY_S`` of their time a retention pass at that time,
-    beside the writer as in the daemon. Returns (seconds in all, seconds of it in retention, rows removed)."""
+    """Write ``events``; every ``RETENTION_EVERY_S`` of their time, once they are committed, a
+    retention pass at that time. Returns (seconds in all, seconds of it in retention, rows removed)."""
     t = time.perf_counter()
     spent = 0.0
     removed = 0
@@ -131,7 +131,12 @@ def fill(store: Store, events: list[Event], cp: dict[str, Any]) -> tuple[float, 
             store.checkpoint(ev.seq, dict(cp, seq=ev.seq))
         if i % 10000 == 0:
             store.wait_committed(ev.seq - 20000, 3600.0)  # stay under the writer's memory bound
-        if ev.time >= next_pass:  # what it prunes (24 h old) is long committed: no wait for the writer
+        if i % 2 and ev.time >= next_pass:  # as in the writer, between batches: on what is committed so far
+            # (an odd event: its checkpoint is queued, so the writer commits it without waiting)
+            deadline = time.monotonic() + 3600.0
+            while not store.wait_committed(ev.seq, 0.02):  # each batch without its flush interval
+                store.writer.hurry()
+                assert time.monotonic() < deadline, "the writer did not commit"
             r0 = time.perf_counter()
             removed += store.retention.run(ev.time)
             spent += time.perf_counter() - r0
@@ -260,7 +265,10 @@ def db_size(path: Path) -> tuple[int, int]:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> bool:
-    cfg = load_config(overrides={"store": {"state_dir": str(tmp)}})
+    store_cfg: dict[str, Any] = {"state_dir": str(tmp)}
+    if args.retention_h is not None:
+        store_cfg["raw_retention_h"] = args.retention_h
+    cfg = load_config(overrides={"store": store_cfg})
     clock = FakeClock()
     store = Store.open(cfg, clock)
     store.writer.retention = None  # the fill runs it on the course's time, as the writer does on the clock's
@@ -338,6 +346,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=1000, help="commit-path samples (default 1000)")
     ap.add_argument("--dir", help="parent of the temporary directory (default: the system's)")
     ap.add_argument("--keep", action="store_true", help="keep the database (its path is printed)")
+    ap.add_argument("--retention-h", type=float, help="raw_retention_h (default: the shipped configuration's)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     try:
