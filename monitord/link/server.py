@@ -36,6 +36,7 @@ from monitord.engine import Engine
 from monitord.errors import ConfirmationRequired, Refused
 from monitord.events import Event, EventKind
 from monitord.link import protocol as p
+from monitord.link.trend_ring import TrendRing
 from monitord.loop import RuleLoop
 from monitord.rules.vitals import max_age
 
@@ -142,9 +143,8 @@ class DashboardServer:
         self._sessions: set[asyncio.Task[Any]] = set()
         self._dirty = True
         self._backlog: deque[dict[str, Any]] = deque(maxlen=LOG_BACKLOG)
-        self._trends: dict[str, deque[tuple[float, float]]] = {
-            v.value: deque(maxlen=int(TREND_HISTORY_S / TREND_BUCKET_S)) for v in TREND_VITALS
-        }
+        self._trends: dict[str, TrendRing] = {v.value: TrendRing(int(TREND_HISTORY_S / TREND_BUCKET_S))
+                                               for v in TREND_VITALS}
         self._numbers = 0
         self._refusal_logged = -1e9
         self._curve_key: tuple[Any, ...] | None = None
@@ -306,10 +306,10 @@ class DashboardServer:
             series = self._trends.get(name)
             if series is None or value is None:
                 continue
-            if series and event.mono - series[-1][0] < TREND_BUCKET_S:
-                series[-1] = (series[-1][0], float(value))
+            if series and event.mono - series.last_time() < TREND_BUCKET_S:
+                series.set_last(float(value))
             else:
-                series.append((event.mono, float(value)))
+                series.append(event.mono, float(value))
 
     def _broadcast(self, msg: dict[str, Any], skippable: bool = False) -> None:
         if not self.clients:
