@@ -49,11 +49,11 @@ from monitord.events import Event, EventKind
 from monitord.store import Store
 from monitord.store.database import sqlite_path
 from monitord.store.models import to_epoch
+from monitord.store.writer import RETENTION_EVERY_S
 
 VITALS = (r.Vital.HR, r.Vital.PULSE, r.Vital.SPO2, r.Vital.RR, r.Vital.ETCO2, r.Vital.SBP, r.Vital.DBP, r.Vital.MAP)
 TREND_SERIES = ["hr", "spo2", "rr", "etco2", "sbp", "rate_ml_h", "dose_rate_mg_kg_h"]
 TREND_GOAL_MS, TREND_GOAL_RATIO, COMMIT_GOAL_RATIO, SIZE_GOAL_MB = 10.0, 2.0, 5.0, 100.0
-RETENTION_EVERY_S = 600  # as the writer (monitord.store.writer.RETENTION_EVERY_S)
 RAW_BED = "bench-raw"  # the reference writes its rows under another bed id, in the same tables
 
 
@@ -283,7 +283,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> bool:
     elapsed, spent, removed = fill(store, synthetic(n, 1, t0, vit, inf), cp)
     print(f"fill: {n} events ({args.hours:g} h of 1 Hz pump + 1 Hz monitor) in {elapsed:.1f} s "
           f"({n / elapsed:.0f} events/s in {cfg.store.batch_max}-event batches; not a bedside figure)")
-    print(f"retention every {RETENTION_EVERY_S // 60} min of the course at {cfg.store.raw_retention_h:g} h: "
+    print(f"retention every {RETENTION_EVERY_S / 60:g} min of the course at {cfg.store.raw_retention_h:g} h: "
           f"{removed} rows removed, {spent:.1f} s of the fill")
     clock.advance(args.hours * 3600)
     end = t0 + timedelta(hours=args.hours)

@@ -186,10 +186,14 @@ def deliver(engine: Engine, mg: float, t0: float, t1: float, segment: tuple[Any,
         return
     runs = st.deliveries
     last = runs[-1] if runs else None
-    same_segment = last is not None and segment is not None and segment == st.delivery_segment and t0 >= last[2] - 1e-6
-    contiguous = last is not None and t1 > t0 and last[2] > last[1] and abs(last[2] - t0) < 1e-6
-    if last is not None and t1 > t0 and (same_segment or contiguous and (
-            abs(mg / (t1 - t0) - last[0] / (last[2] - last[1])) <= 0.02 * last[0] / (last[2] - last[1]))):
+    extends = False
+    if last is not None and t1 > t0:
+        if segment is not None and segment == st.delivery_segment:
+            extends = t0 >= last[2] - 1e-6
+        elif last[2] > last[1] and abs(last[2] - t0) < 1e-6:  # contiguous, at the run's rate within 2 %
+            run_rate = last[0] / (last[2] - last[1])
+            extends = abs(mg / (t1 - t0) - run_rate) <= 0.02 * run_rate
+    if last is not None and extends:
         last[0] += mg
         last[2] = t1
     else:

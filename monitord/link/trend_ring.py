@@ -24,9 +24,6 @@ class TrendRing:
     def __len__(self) -> int:
         return self._n
 
-    def __bool__(self) -> bool:
-        return self._n > 0
-
     def _last(self) -> int:
         return (self._start + self._n - 1) % self.capacity
 

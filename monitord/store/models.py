@@ -2,7 +2,8 @@
 same transaction, typed for querying (sessions, readings, alarms, notes, audit, trends).
 
 Times go in and come back timezone-aware UTC (``UTCDateTime``): naive UTC ``timestamp`` on
-PostgreSQL, seconds since the epoch on SQLite. Rows carry ``bed_id`` so several beds can share one PostgreSQL database.
+PostgreSQL, seconds since the epoch on SQLite. Rows carry ``bed_id`` so several beds can share one
+PostgreSQL database.
 
 The tables are SQLAlchemy Core ``Table`` objects (columns as ``Session.c.id``): the store never
 maps rows to objects, and leaving the ORM out keeps about 10 MB off the daemon's memory.
@@ -62,7 +63,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     PostgreSQL stores naive UTC ``timestamp``. SQLite stores seconds since the epoch as a REAL
     (8 bytes, or fewer for a whole second) instead of SQLAlchemy's 26-character text: on a bed's
     raw readings, one time in ``events``, one in ``readings`` and one in its index, that is about
-    a tenth of the file. Microseconds survive the round trip (a double's step near 2030 is 0.24 µs);
+    a seventh of the file. Microseconds survive the round trip (a double's step near 2030 is 0.24 µs);
     times compare numerically. Migration 0003 converted databases written with text times.
     """
 
@@ -77,10 +78,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return to_epoch(value)
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        if dialect.name == "sqlite":
-            return value.timestamp()
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -100,7 +101,9 @@ def from_epoch(value: float | int | str) -> datetime:
 
 
 def to_epoch(value: datetime) -> float:
-    """An aware datetime as SQLite stores it, for SQL written by hand (``sqlite3``)."""
+    """An aware datetime as SQLite stores it (also for SQL written by hand with ``sqlite3``)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
     return value.timestamp()
 
 

@@ -3,7 +3,7 @@ text times is converted exactly, and reads back as it was written."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +96,8 @@ def test_the_conversion_is_the_double_python_computes_and_back(when: str, micro:
     text = TEXT(t)
     conn = sqlite3.connect(":memory:")
     (epoch,) = conn.execute(f"SELECT {mig._to_epoch('x')} FROM (SELECT ? AS x)", (text,)).fetchone()
-    assert epoch == m.to_epoch(t.replace(tzinfo=m.UTC))  # exact: rows compare equal to bound times
-    assert m.from_epoch(epoch) == t.replace(tzinfo=m.UTC)
+    assert epoch == m.to_epoch(t.replace(tzinfo=UTC))  # exact: rows compare equal to bound times
+    assert m.from_epoch(epoch) == t.replace(tzinfo=UTC)
     (back,) = conn.execute(f"SELECT {mig._to_text('x')} FROM (SELECT ? AS x)", (epoch,)).fetchone()
     assert back == text
     conn.close()

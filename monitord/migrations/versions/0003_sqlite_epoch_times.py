@@ -3,7 +3,7 @@
 Every time column (declared ``DATETIME``, so its affinity is NUMERIC either way) is converted in
 place: ``YYYY-MM-DD HH:MM:SS.ffffff`` becomes ``seconds + microseconds / 1e6``, computed from whole
 microseconds so the value is the same double Python's ``datetime.timestamp()`` gives. On a bed's
-raw readings this is about a tenth of the file. PostgreSQL keeps its ``timestamp`` columns.
+raw readings this is about a seventh of the file. PostgreSQL keeps its ``timestamp`` columns.
 
 Revision ID: 0003
 Revises: 0002
@@ -11,6 +11,8 @@ Create Date: 2026-12-04
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from alembic import op
 
@@ -35,11 +37,15 @@ TIME_COLUMNS = {
 }
 
 
+def _seconds(col: str) -> str:
+    # The text is naive UTC. Whole seconds from its first 19 characters: strftime would round a
+    # fraction to milliseconds first (21.9998 s to 22 s). NULL if the text is not a time.
+    return f"strftime('%s', substr({col}, 1, 19))"
+
+
 def _to_epoch(col: str) -> str:
-    # The text is naive UTC. Whole seconds from its first 19 characters (strftime would round a
-    # fraction to milliseconds first: 21.9998 s to 22 s); the fraction from what follows them
-    # ('.ffffff', or nothing).
-    micros = (f"CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) * 1000000 "
+    # The fraction from what follows the seconds ('.ffffff', or nothing).
+    micros = (f"CAST({_seconds(col)} AS INTEGER) * 1000000 "
               f"+ CAST(round(CAST(substr({col}, 20) AS REAL) * 1000000) AS INTEGER)")
     return f"({micros}) / 1000000.0"
 
@@ -50,18 +56,17 @@ def _to_text(col: str) -> str:
             f"|| printf('.%06d', {micros} % 1000000)")
 
 
-def upgrade() -> None:
+def _convert(value: Callable[[str], str], where: Callable[[str], str]) -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     for table, cols in TIME_COLUMNS.items():
         for col in cols:
-            op.execute(f"UPDATE {table} SET {col} = {_to_epoch(col)} "
-                       f"WHERE typeof({col}) = 'text' AND strftime('%s', substr({col}, 1, 19)) IS NOT NULL")
+            op.execute(f"UPDATE {table} SET {col} = {value(col)} WHERE {where(col)}")
+
+
+def upgrade() -> None:
+    _convert(_to_epoch, lambda col: f"typeof({col}) = 'text' AND {_seconds(col)} IS NOT NULL")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        return
-    for table, cols in TIME_COLUMNS.items():
-        for col in cols:
-            op.execute(f"UPDATE {table} SET {col} = {_to_text(col)} WHERE typeof({col}) IN ('real', 'integer')")
+    _convert(_to_text, lambda col: f"typeof({col}) IN ('real', 'integer')")
